@@ -1,0 +1,101 @@
+// The keys of the pipeline and postscreen-style filters: limits.filter_timeout, the dns
+// list probes, early_talker and helo_checks; their defaults and their file:line errors.
+#include <gtest/gtest.h>
+
+#include "policy/loader.hpp"
+
+namespace mxgate::policy {
+namespace {
+
+using namespace std::chrono_literals;
+
+std::vector<std::string> errors_of(const std::string& yaml) {
+  std::vector<std::string> lines;
+  for (const ConfigError& error : load_config_text(yaml, "test.yaml").errors)
+    lines.push_back(error.to_string());
+  return lines;
+}
+
+std::shared_ptr<const Config> load_ok(const std::string& yaml) {
+  LoadResult result = load_config_text(yaml, "test.yaml");
+  EXPECT_TRUE(result.ok()) << ::testing::PrintToString(errors_of(yaml));
+  return result.config;
+}
+
+bool has_error(const std::string& yaml, const std::string& fragment) {
+  for (const auto& line : errors_of(yaml))
+    if (line.find(fragment) != std::string::npos) return true;
+  ADD_FAILURE() << "no error containing '" << fragment
+                << "': " << ::testing::PrintToString(errors_of(yaml));
+  return false;
+}
+
+TEST(FiltersConfig, Defaults) {
+  auto config = load_ok("hostname: mx.test\n");
+  ASSERT_TRUE(config);
+  EXPECT_EQ(config->limits.filter_timeout, 5s);
+  EXPECT_TRUE(config->dns.probe);
+  EXPECT_EQ(config->dns.probe_interval, 10min);
+  EXPECT_EQ(config->early_talker.greet_pause, 0s);  // off
+  EXPECT_EQ(config->helo_checks.invalid, 0);        // off
+}
+
+TEST(FiltersConfig, AllKeys) {
+  auto config = load_ok(R"(hostname: mx.test
+limits: { filter_timeout: 750ms }
+dns: { probe: false, probe_interval: 30m }
+early_talker: { greet_pause: 2s, action: drop }
+helo_checks:
+  missing: 1
+  bare_ip: 2
+  invalid: 3
+  not_fqdn: 0.5
+  our_hostname: 5
+  our_address: 5
+  our_names: [Mail.Example.ORG.]
+  our_addresses: [192.0.2.25, "2001:db8::25"]
+)");
+  ASSERT_TRUE(config);
+  EXPECT_EQ(config->limits.filter_timeout, 750ms);
+  EXPECT_FALSE(config->dns.probe);
+  EXPECT_EQ(config->dns.probe_interval, 30min);
+  EXPECT_EQ(config->early_talker.greet_pause, 2s);
+  EXPECT_EQ(config->early_talker.action, RuleAction::drop);
+  EXPECT_EQ(config->helo_checks.missing, 1);
+  EXPECT_EQ(config->helo_checks.bare_ip, 2);
+  EXPECT_EQ(config->helo_checks.invalid, 3);
+  EXPECT_EQ(config->helo_checks.not_fqdn, 0.5);
+  EXPECT_EQ(config->helo_checks.our_hostname, 5);
+  EXPECT_EQ(config->helo_checks.our_address, 5);
+  EXPECT_EQ(config->helo_checks.our_names, std::vector<std::string>{"mail.example.org"});
+  EXPECT_EQ(config->helo_checks.our_addresses,
+            (std::vector<std::string>{"192.0.2.25", "2001:db8::25"}));
+}
+
+TEST(FiltersConfig, EarlyTalkerScore) {
+  auto config =
+      load_ok("hostname: mx.test\nearly_talker: { greet_pause: 1s, action: score, score: 4 }\n");
+  ASSERT_TRUE(config);
+  EXPECT_EQ(config->early_talker.action, RuleAction::score);
+  EXPECT_EQ(config->early_talker.score, 4);
+}
+
+TEST(FiltersConfig, Errors) {
+  EXPECT_TRUE(has_error("limits: { filter_timeout: 0s }\n", "limits.filter_timeout"));
+  EXPECT_TRUE(has_error("dns: { probe_interval: 1s }\n", "dns.probe_interval"));
+  EXPECT_TRUE(has_error("early_talker: { greet_pause: 2x }\n", "early_talker.greet_pause"));
+  EXPECT_TRUE(has_error("early_talker: { greet_pause: 1m }\n", "early_talker.greet_pause"));
+  // Accepting a client for talking first makes no sense; postscreen has no such action.
+  EXPECT_TRUE(
+      has_error("early_talker: { greet_pause: 1s, action: accept }\n", "early_talker.action"));
+  EXPECT_TRUE(has_error("early_talker: { greet_pause: 1s, action: score }\n", "score"));
+  EXPECT_TRUE(has_error("early_talker: { greet_pase: 1s }\n", "greet_pase"));
+  EXPECT_TRUE(has_error("helo_checks: { invalid: lots }\n", "helo_checks.invalid"));
+  EXPECT_TRUE(
+      has_error("helo_checks: { our_addresses: [mx.example.org] }\n", "helo_checks.our_addresses"));
+  EXPECT_TRUE(has_error("helo_checks: { our_names: [\"bad name\"] }\n", "helo_checks.our_names"));
+  EXPECT_TRUE(has_error("helo_checks: { bare_ip: 2, unknown_check: 1 }\n", "unknown_check"));
+}
+
+}  // namespace
+}  // namespace mxgate::policy
