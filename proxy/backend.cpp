@@ -1,0 +1,248 @@
+// Backend SMTP client: the second half of every accepted transaction. Whatever goes
+// wrong here turns into a 4xx for the client (invariants 1 and 2).
+#include "proxy/backend.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cctype>
+
+#include "filters/metrics.hpp"
+#include "proxy/smtp/data_reader.hpp"
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using mxgate::smtp::Reply;
+
+namespace mxgate::proxy {
+
+namespace {
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_reply_line = 4096;
+constexpr std::size_t max_reply_lines = 100;
+
+std::string upper(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+}  // namespace
+
+std::string xtext_encode(std::string_view value) {
+  static const char hex[] = "0123456789ABCDEF";
+  std::string out;
+  out.reserve(value.size());
+  for (unsigned char c : value) {
+    if (c < 33 || c > 126 || c == '+' || c == '=') {
+      out += '+';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+Backend::Backend(asio::any_io_executor executor, const policy::BackendConfig& config,
+                 std::string local_hostname, asio::ssl::context* tls_context)
+    : executor_(std::move(executor)),
+      config_(config),
+      hostname_(std::move(local_hostname)),
+      tls_context_(tls_context) {}
+
+Backend::~Backend() { abort(); }
+
+Reply Backend::fail(std::string_view why) {
+  spdlog::warn("backend {}: {}", config_.address.to_string(), why);
+  static metrics::Counter& errors = metrics::Registry::global().counter(
+      "mxgate_backend_errors_total",
+      "Backend connections lost, timed out or refused (client got 4xx)");
+  errors.inc();
+  failed_ = true;
+  abort();
+  return smtp::replies::backend_unavailable();
+}
+
+void Backend::abort() {
+  if (stream_) stream_->close();
+  open_ = false;
+}
+
+bool Backend::offers(std::string_view extension) const {
+  std::string wanted = upper(extension);
+  return std::any_of(extensions_.begin(), extensions_.end(), [&](const std::string& line) {
+    return line == wanted || line.rfind(wanted + " ", 0) == 0;
+  });
+}
+
+awaitable<Reply> Backend::read_reply(std::chrono::milliseconds timeout) {
+  std::string wire;
+  for (std::size_t count = 0; count < max_reply_lines; ++count) {
+    std::string_view line;
+    ReadStatus status = co_await stream_->read_line(max_reply_line, timeout, line);
+    if (status == ReadStatus::timeout) co_return fail("timeout waiting for a reply");
+    if (status != ReadStatus::ok) co_return fail("connection lost or malformed reply");
+    wire.append(line);
+    wire.append("\r\n");
+    if (line.size() < 4 || line[3] != '-') break;
+  }
+  Reply reply;
+  if (!smtp::parse_reply(wire, reply)) co_return fail("malformed reply: " + wire);
+  co_return reply;
+}
+
+awaitable<Reply> Backend::ehlo(std::string_view client_helo) {
+  // After XCLIENT, Postfix takes the name of the next EHLO as the client's HELO, so
+  // that EHLO carries the client's own name (Postfix's XCLIENT_README does the same).
+  std::string name = !client_helo.empty() ? std::string(client_helo)
+                     : config_.helo_name.empty() ? hostname_
+                                                 : config_.helo_name;
+  if (!co_await stream_->write("EHLO " + name + "\r\n", config_.command_timeout))
+    co_return fail("write failed");
+  Reply reply = co_await read_reply(config_.command_timeout);
+  extensions_.clear();
+  if (reply.code == 250) {
+    for (std::size_t i = 1; i < reply.lines.size(); ++i) extensions_.push_back(upper(reply.lines[i]));
+  }
+  co_return reply;
+}
+
+awaitable<Reply> Backend::open(const ClientIdentity& client) {
+  asio::ip::tcp::resolver resolver(executor_);
+  auto [resolve_error, endpoints] = co_await resolver.async_resolve(
+      config_.address.host, std::to_string(config_.address.port), use_tuple);
+  if (resolve_error) co_return fail("cannot resolve: " + resolve_error.message());
+
+  stream_ = std::make_unique<SmtpStream>(asio::ip::tcp::socket(executor_));
+  {
+    // Bound the connect by connect_timeout.
+    asio::steady_timer timer(executor_);
+    timer.expires_after(config_.connect_timeout);
+    bool timed_out = false;
+    timer.async_wait([&](boost::system::error_code error) {
+      if (!error) {
+        timed_out = true;
+        boost::system::error_code ignored;
+        stream_->socket().cancel(ignored);
+      }
+    });
+    auto [connect_error, endpoint] =
+        co_await asio::async_connect(stream_->socket(), endpoints, use_tuple);
+    timer.cancel();
+    if (connect_error) {
+      co_return fail(timed_out ? std::string("connect timeout")
+                               : "connect failed: " + connect_error.message());
+    }
+  }
+  stream_->socket().set_option(asio::ip::tcp::no_delay(true));
+
+  Reply greeting = co_await read_reply(config_.command_timeout);
+  if (failed_) co_return greeting;
+  if (greeting.code != 220) {
+    abort();
+    co_return smtp::Reply(421, "4.3.0", "backend refused the connection, try again later");
+  }
+  Reply reply = co_await ehlo();
+  if (failed_) co_return reply;
+  if (reply.code != 250) {
+    abort();
+    co_return smtp::replies::backend_unavailable();
+  }
+
+  using Tls = policy::BackendConfig::Tls;
+  if (config_.starttls != Tls::none && tls_context_ != nullptr) {
+    if (offers("STARTTLS")) {
+      if (!co_await stream_->write("STARTTLS\r\n", config_.command_timeout))
+        co_return fail("write failed");
+      Reply ready = co_await read_reply(config_.command_timeout);
+      if (ready.code != 220) {
+        if (config_.starttls == Tls::required) co_return fail("STARTTLS refused");
+      } else {
+        if (!co_await stream_->start_tls_client(*tls_context_, config_.address.host,
+                                                config_.command_timeout))
+          co_return fail("TLS handshake failed");
+        reply = co_await ehlo();
+        if (reply.code != 250) co_return fail("EHLO after STARTTLS failed");
+      }
+    } else if (config_.starttls == Tls::required) {
+      co_return fail("STARTTLS required but not offered");
+    }
+  }
+
+  if (config_.xclient && offers("XCLIENT")) {
+    // Postfix's XCLIENT: each attribute xtext-encoded; a command line is at most 512
+    // octets, so HELO (which can be long) goes in a second command when needed.
+    std::string addr = client.ipv6 ? "IPV6:" + client.address : client.address;
+    std::string first = "XCLIENT ADDR=" + xtext_encode(addr) +
+                        " PORT=" + std::to_string(client.port) + " NAME=" +
+                        (client.name.empty() ? std::string("[UNAVAILABLE]") : xtext_encode(client.name)) +
+                        " PROTO=" + (client.esmtp ? "ESMTP" : "SMTP");
+    std::vector<std::string> commands;
+    std::string helo_attribute =
+        client.helo.empty() ? std::string() : " HELO=" + xtext_encode(client.helo);
+    if (first.size() + helo_attribute.size() + 2 <= 512) {
+      commands.push_back(first + helo_attribute);
+    } else {
+      commands.push_back(first);
+      if (!helo_attribute.empty() && helo_attribute.size() + 9 <= 512)
+        commands.push_back("XCLIENT" + helo_attribute);
+    }
+    for (const auto& command : commands) {
+      if (!co_await stream_->write(command + "\r\n", config_.command_timeout))
+        co_return fail("write failed");
+      Reply xreply = co_await read_reply(config_.command_timeout);
+      if (failed_) co_return xreply;
+      // Postfix answers 220 (a new greeting); smtp-sink answers 250. Both mean done.
+      if (!xreply.positive()) co_return fail("XCLIENT refused: " + xreply.text());
+    }
+    xclient_used_ = true;
+    reply = co_await ehlo(client.helo.empty() ? std::string_view("[UNAVAILABLE]") : client.helo);
+    if (reply.code != 250) co_return fail("EHLO after XCLIENT failed");
+  }
+  open_ = true;
+  co_return smtp::replies::ok();
+}
+
+awaitable<Reply> Backend::command(std::string_view line) {
+  if (!open_) co_return smtp::replies::backend_unavailable();
+  std::string wire(line);
+  wire += "\r\n";
+  if (!co_await stream_->write(wire, config_.command_timeout)) co_return fail("write failed");
+  co_return co_await read_reply(config_.command_timeout);
+}
+
+awaitable<Reply> Backend::send_message(std::string_view headers_to_add, const std::string& content) {
+  Reply reply = co_await command("DATA");
+  if (reply.code != 354) {
+    if (reply.code >= 200 && reply.code < 400) {
+      // Anything but 354 here is a protocol error by the backend; never pass it as success.
+      co_return fail("unexpected reply to DATA: " + reply.text());
+    }
+    co_return reply;
+  }
+  std::string wire;
+  wire.reserve(headers_to_add.size() + content.size() + content.size() / 64 + 8);
+  // Headers we add are already CRLF-terminated lines; they never start with a dot.
+  wire.append(headers_to_add);
+  smtp::stuff_for_data(content, wire);
+  if (!co_await stream_->write(wire, config_.data_timeout)) co_return fail("write failed during DATA");
+  Reply final_reply = co_await read_reply(config_.data_timeout);
+  co_return final_reply;
+}
+
+awaitable<void> Backend::quit() {
+  if (!open_) co_return;
+  if (co_await stream_->write("QUIT\r\n", std::chrono::seconds(5))) {
+    std::string_view line;
+    co_await stream_->read_line(max_reply_line, std::chrono::seconds(5), line);
+  }
+  abort();
+}
+
+}  // namespace mxgate::proxy
