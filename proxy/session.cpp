@@ -105,6 +105,22 @@ bool address_in_network(const std::string& address_text, const std::string& netw
          asio::ip::make_network_v6(address.to_v6(), bits).canonical();
 }
 
+// The score sheet support reads: every (filter, rule, score, detail) that added up.
+json::array contributions_json(const Decision& decision) {
+  json::array contributions;
+  for (const auto& line : decision.contributions) {
+    json::object item;
+    item["filter"] = line.filter;
+    item["rule"] = line.rule;
+    item["score"] = line.score;
+    item["detail"] = line.detail;
+    item["stage"] = line.stage;
+    if (line.dry_run) item["dry_run"] = true;
+    contributions.emplace_back(std::move(item));
+  }
+  return contributions;
+}
+
 std::string forwarded_path(const smtp::Address& address) {
   return "<" + address.full() + ">";
 }
@@ -200,18 +216,12 @@ Session::Flow Session::refuse(Reply refusal, const char* stage, std::string_view
     event["rcpt"] = context_.recipient;
   if (decision != nullptr) {
     event["score"] = decision->total_score;
-    json::array contributions;
-    for (const auto& c : decision->contributions) {
-      json::object item;
-      item["filter"] = c.filter;
-      item["rule"] = c.rule;
-      item["score"] = c.score;
-      item["detail"] = c.detail;
-      item["stage"] = c.stage;
-      if (c.dry_run) item["dry_run"] = true;
-      contributions.emplace_back(std::move(item));
+    if (decision->filter == "scoring") {
+      // The threshold that fired, so support reads "total 9 >= reject 6".
+      const auto& scoring = config_.scoring;
+      event["threshold"] = refusal.code >= 500 ? scoring.reject : scoring.tempfail;
     }
-    event["contributions"] = std::move(contributions);
+    event["contributions"] = contributions_json(*decision);
   }
   event["reply"] = refusal.text().empty()
                        ? std::to_string(refusal.code)
@@ -236,6 +246,30 @@ void Session::release_in_flight() {
     session_metrics().in_flight.add(-static_cast<std::int64_t>(in_flight_));
     in_flight_ = 0;
   }
+}
+
+awaitable<Decision> Session::run_stage(Stage stage) {
+  Decision decision = co_await pipeline_->run(stage, context_);
+  if (decision.dry_run && decision.action == Decision::Action::proceed) log_dry_run(decision, stage);
+  co_return decision;
+}
+
+// A dry-run verdict (global dry_run or a rule's `action: log`) is logged like the
+// refusal it would have been, without a ref: the client saw no refusal.
+void Session::log_dry_run(const Decision& decision, Stage stage) {
+  json::object event = session_fields();
+  event["type"] = "dry_run";
+  event["stage"] = filters::stage_name(stage);
+  event["would"] = filters::action_name(decision.would_action);
+  if (!decision.filter.empty()) event["filter"] = decision.filter;
+  if (!decision.rule.empty()) event["rule"] = decision.rule;
+  if (stage == Stage::rcpt && !context_.recipient.empty()) event["rcpt"] = context_.recipient;
+  event["score"] = decision.total_score;
+  event["contributions"] = contributions_json(decision);
+  const auto& would = decision.would_reply;
+  event["reply"] = std::to_string(would.code) + " " +
+                   (would.enhanced.empty() ? "" : would.enhanced + " ") + would.text();
+  log_event(std::move(event));
 }
 
 // --- the session, top to bottom ------------------------------------------------
@@ -339,7 +373,7 @@ awaitable<bool> Session::admit_and_greet() {
   stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
 
   pipeline_ = generation_->pipeline->start(*generation_->services[worker_index_]);
-  Decision decision = co_await pipeline_->run(Stage::connect, context_);
+  Decision decision = co_await run_stage(Stage::connect);
   if (decision.action == Decision::Action::drop) {
     Reply drop = decision.reply.code ? decision.reply : replies::too_many_connections(config_.hostname);
     refuse(drop, "connect", "dropped by filter", decision.filter, decision.rule, &decision);
@@ -465,7 +499,7 @@ awaitable<Session::Flow> Session::greet_helo(std::string_view argument, bool esm
   context_.helo = std::string(argument);
   context_.esmtp = esmtp;
   helo_seen_ = true;
-  Decision decision = co_await pipeline_->run(Stage::helo, context_);
+  Decision decision = co_await run_stage(Stage::helo);
   if (decision.action != Decision::Action::proceed) {
     Flow flow = co_await apply_decision(decision, Stage::helo);
     if (flow == Flow::close || decision.action != Decision::Action::proceed) co_return flow;
@@ -510,7 +544,7 @@ awaitable<Session::Flow> Session::on_mail(std::string_view argument) {
   context_.sender = sender_.null_path ? std::string() : sender_.full();
   context_.sender_domain = sender_.null_path ? std::string() : lower(sender_.domain);
   in_transaction_ = true;
-  Decision decision = co_await pipeline_->run(Stage::mail, context_);
+  Decision decision = co_await run_stage(Stage::mail);
   if (decision.action != Decision::Action::proceed) {
     Flow flow = co_await apply_decision(decision, Stage::mail);
     if (decision.action != Decision::Action::proceed) {
@@ -541,7 +575,7 @@ awaitable<Session::Flow> Session::on_rcpt(std::string_view argument) {
     co_return refuse(replies::relay_denied(parsed.address.full()), "rcpt",
                      "relay access denied: " + relay.reason, "relay", relay.reason);
   }
-  Decision decision = co_await pipeline_->run(Stage::rcpt, context_);
+  Decision decision = co_await run_stage(Stage::rcpt);
   first_rcpt_done_ = true;
   if (decision.action != Decision::Action::proceed) {
     ++context_.recipients_rejected;
@@ -784,7 +818,7 @@ awaitable<Session::Flow> Session::finish_message(smtp::DataProblem problem) {
   }
 
   context_.message = &message_;
-  Decision decision = co_await pipeline_->run(Stage::data, context_);
+  Decision decision = co_await run_stage(Stage::data);
   context_.message = nullptr;
   if (decision.action != Decision::Action::proceed) {
     ++context_.messages_rejected;

@@ -35,6 +35,9 @@ class Session : public std::enable_shared_from_this<Session> {
  private:
   enum class Flow { next, close };
   boost::asio::awaitable<Flow> dispatch(const smtp::Command& command);
+  // Runs one pipeline stage; dry-run verdicts are written to the rejection log.
+  boost::asio::awaitable<filters::Decision> run_stage(filters::Stage stage);
+  void log_dry_run(const filters::Decision& decision, filters::Stage stage);
 
   boost::asio::awaitable<bool> read_proxy_header();
   boost::asio::awaitable<bool> admit_and_greet();
