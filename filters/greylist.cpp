@@ -135,6 +135,13 @@ class GreylistInstance final : public FilterInstance {
  private:
   boost::asio::awaitable<bool> trusted_client(const SessionContext& context) {
     const GreylistOptions& options = filter_.options();
+    // A DNSWL hit (a DNS list with a negative weight) vouches for the client, as
+    // postscreen's dnsbl allowlisting does: no greylisting for it.
+    if (context.score_sheet != nullptr) {
+      for (const Contribution& line : *context.score_sheet) {
+        if (line.filter == "dnsbl" && line.score < 0 && !line.dry_run) co_return true;
+      }
+    }
     if (!options.exempt.empty()) {
       std::string error;
       if (auto client = policy::parse_cidr(context.client_ip, error)) {

@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -301,8 +302,10 @@ asio::awaitable<Verdict> PipelineSession::call_filter(std::size_t index, Stage s
     // success, so failures come back as values, never as exceptions.
     asio::steady_timer deadline(co_await asio::this_coro::executor);
     deadline.expires_after(timeout);
+    // The timer's wait completes as a value, not an exception, when the filter wins and
+    // the wait is cancelled: an exception per filter call cost 5% of the CPU (bench/).
     auto result = co_await (guarded(*instances_[index], stage, context) ||
-                            deadline.async_wait(asio::use_awaitable));
+                            deadline.async_wait(asio::as_tuple(asio::use_awaitable)));
     if (result.index() == 0) {
       Attempt& attempt = std::get<0>(result);
       if (attempt.verdict) co_return std::move(*attempt.verdict);

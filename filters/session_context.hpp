@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "filters/verdict.hpp"
+
 namespace mxgate::filters {
 
 struct SessionContext {
@@ -28,6 +30,9 @@ struct SessionContext {
   int recipients_rejected = 0;
   int protocol_errors = 0;
   bool early_talker = false;
+  // The pipeline's score sheet so far (set by the proxy): lets a filter see what earlier
+  // filters found, e.g. greylisting skips clients a DNS allowlist vouched for.
+  const std::vector<Contribution>* score_sheet = nullptr;
 };
 
 }  // namespace mxgate::filters

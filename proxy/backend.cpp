@@ -114,10 +114,20 @@ awaitable<Reply> Backend::ehlo(std::string_view client_helo) {
 }
 
 awaitable<Reply> Backend::open(const ClientIdentity& client) {
-  asio::ip::tcp::resolver resolver(executor_);
-  auto [resolve_error, endpoints] = co_await resolver.async_resolve(
-      config_.address.host, std::to_string(config_.address.port), use_tuple);
-  if (resolve_error) co_return fail("cannot resolve: " + resolve_error.message());
+  // A numeric backend address (the usual loopback Postfix) needs no resolver: Asio's
+  // resolver runs on one shared thread and cost a thread hop per session (bench/).
+  std::vector<asio::ip::tcp::endpoint> endpoints;
+  boost::system::error_code numeric_error;
+  auto numeric = asio::ip::make_address(config_.address.host, numeric_error);
+  if (!numeric_error) {
+    endpoints.emplace_back(numeric, config_.address.port);
+  } else {
+    asio::ip::tcp::resolver resolver(executor_);
+    auto [resolve_error, results] = co_await resolver.async_resolve(
+        config_.address.host, std::to_string(config_.address.port), use_tuple);
+    if (resolve_error) co_return fail("cannot resolve: " + resolve_error.message());
+    for (const auto& entry : results) endpoints.push_back(entry.endpoint());
+  }
 
   stream_ = std::make_unique<SmtpStream>(asio::ip::tcp::socket(executor_));
   {

@@ -292,6 +292,10 @@ awaitable<void> Session::run() {
     refuse(replies::internal_error(config_.hostname), last_stage_.c_str(), "internal error");
     co_await stream_.flush(std::chrono::seconds(5));
   }
+  // The client is done: let it go before the backend QUIT and the close stage (which
+  // may talk to Redis), so neither adds to what the client waits for.
+  co_await stream_.flush(std::chrono::seconds(5));
+  stream_.close();
   if (backend_) co_await backend_->quit();
   if (pipeline_) {
     try {
@@ -373,6 +377,7 @@ awaitable<bool> Session::admit_and_greet() {
   stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
 
   pipeline_ = generation_->pipeline->start(*generation_->services[worker_index_]);
+  context_.score_sheet = &pipeline_->contributions();
   Decision decision = co_await run_stage(Stage::connect);
   if (decision.action == Decision::Action::drop) {
     Reply drop = decision.reply.code ? decision.reply : replies::too_many_connections(config_.hostname);

@@ -18,6 +18,7 @@ namespace mxgate::proxy {
 
 namespace {
 constexpr std::size_t read_chunk = 16 * 1024;
+constexpr std::size_t idle_capacity = 1024;   // kept by a session between commands
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 }  // namespace
 
@@ -72,11 +73,30 @@ awaitable<std::size_t> SmtpStream::read_some(std::chrono::milliseconds timeout) 
     input_.erase(0, input_start_);
     input_start_ = 0;
   }
-  std::size_t old_size = input_.size();
-  input_.resize(old_size + read_chunk);
-  auto buffer = asio::buffer(input_.data() + old_size, read_chunk);
   arm(timeout);
   boost::system::error_code error;
+  std::size_t chunk = read_chunk;
+  if (!tls_ && input_.empty()) {
+    // A session about to wait holds no big read buffer: 10,000 idle sessions must fit
+    // in little memory (bench/idle.py). When bytes are already queued (DATA streaming)
+    // the buffer is kept and read into at once. TLS keeps decrypted bytes inside
+    // OpenSSL, so it always reads.
+    std::size_t available = socket_.available(error);
+    if (!error && available == 0) {
+      if (input_.capacity() > idle_capacity) input_.shrink_to_fit();
+      std::tie(error) = co_await socket_.async_wait(asio::socket_base::wait_read, use_tuple);
+      if (error) {
+        disarm();
+        co_return 0;
+      }
+      available = socket_.available(error);
+    }
+    if (!error) chunk = std::clamp<std::size_t>(available, 512, read_chunk);
+    error.clear();
+  }
+  std::size_t old_size = input_.size();
+  input_.resize(old_size + chunk);
+  auto buffer = asio::buffer(input_.data() + old_size, chunk);
   std::size_t count = 0;
   if (tls_) {
     std::tie(error, count) = co_await tls_->async_read_some(buffer, use_tuple);

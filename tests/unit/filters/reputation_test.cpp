@@ -160,5 +160,35 @@ TEST(Greylist, DefersRetriesAndSkipsGoodReputation) {
             Verdict::Kind::next);
 }
 
+TEST(Greylist, SkipsClientsADnsAllowlistVouchedFor) {
+  boost::asio::io_context io;
+  Services services;
+  services.executor = io.get_executor();
+  services.store = std::make_shared<MemoryStore>();
+  GreylistOptions options;
+  options.spec.delay = std::chrono::seconds(300);
+  GreylistFilter filter(options);
+  SessionContext context;
+  context.client_ip = "203.0.113.9";
+  context.sender = "a@example.org";
+  context.recipient = "b@example.net";
+  // A DNSWL line (negative weight) on the score sheet: not greylisted.
+  Contribution dnswl;
+  dnswl.filter = "dnsbl";
+  dnswl.rule = "list.dnswl.test";
+  dnswl.score = -5;
+  dnswl.stage = "connect";
+  std::vector<Contribution> sheet{dnswl};
+  context.score_sheet = &sheet;
+  auto vouched = filter.open(services);
+  EXPECT_EQ(run_until_done(io, vouched->on_stage(Stage::rcpt, context)).kind,
+            Verdict::Kind::next);
+  // The same client without it, or with the line only in dry run, is greylisted.
+  sheet[0].dry_run = true;
+  auto dry = filter.open(services);
+  EXPECT_EQ(run_until_done(io, dry->on_stage(Stage::rcpt, context)).kind,
+            Verdict::Kind::tempfail);
+}
+
 }  // namespace
 }  // namespace mxgate::filters
