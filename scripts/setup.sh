@@ -16,7 +16,7 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 echo "postfix postfix/mailname string localhost" | debconf-set-selections
 
 build_deps=(
-  build-essential cmake ninja-build pkg-config g++ clang
+  build-essential cmake ninja-build pkg-config g++ clang libclang-rt-14-dev
   libboost1.81-all-dev libboost-json1.81-dev libssl-dev libre2-dev libhiredis-dev libc-ares-dev
   libgtest-dev libgmock-dev libbenchmark-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   libgmime-3.0-dev libpsl-dev libidn2-dev libcli11-dev zlib1g-dev

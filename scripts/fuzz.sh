@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan+UBSan) and runs each for a while from its
+# seed corpus. Usage: scripts/fuzz.sh [seconds per target, default 10] [target ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+shift || true
+scripts/build.sh fuzz
+targets=("$@")
+if [ "${#targets[@]}" -eq 0 ]; then
+  for source in fuzz/*_fuzz.cpp; do targets+=("$(basename "$source" .cpp)"); done
+fi
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+for target in "${targets[@]}"; do
+  corpus=("$work/$target")
+  mkdir -p "$work/$target"
+  [ -d "fuzz/corpus/$target" ] && corpus+=("fuzz/corpus/$target")
+  echo "=== $target: ${seconds}s"
+  "build/fuzz/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 "${corpus[@]}" 2>&1 |
+    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" || true
+  # libFuzzer exits non-zero on a crash; pipefail carries it here.
+done
+echo "fuzz smoke: ${#targets[@]} targets, no crash"
