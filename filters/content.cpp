@@ -452,6 +452,12 @@ Verdict ContentFilter::judge(std::string_view message) const {
           {name_, rule.config.name, rule.config.score, detail, "data", dry_run, ""});
       continue;
     }
+    if (rule.config.action == RuleAction::tag) {
+      verdict.contributions.push_back(
+          {name_, rule.config.name, 0, detail + " (tag)", "data", false, ""});
+      verdict.tags.push_back(rule.config.name);
+      continue;
+    }
     // Decisive actions: the first hit in config order decides, as Postfix restrictions.
     verdict.contributions.push_back({name_, rule.config.name, 0, detail, "data", false, ""});
     if (verdict.kind != Verdict::Kind::next) continue;

@@ -542,6 +542,7 @@ class DnsblInstance final : public FilterInstance {
     switch (list.rule.action) {
       case policy::RuleAction::score:
       case policy::RuleAction::log:
+      case policy::RuleAction::tag:  // content rules only (policy/ refuses it here)
         break;
       case policy::RuleAction::reject:
         decide(verdict, Verdict::Kind::reject, lookup,

@@ -279,6 +279,7 @@ void PipelineSession::reset_transaction() {
   std::erase_if(pending_, [](const Pending& pending) { return pending.transaction; });
   accepted_transaction_ = false;
   would_accept_transaction_ = false;
+  tagged_by_.clear();
   total_ = 0;
   for (const auto& line : contributions_)
     if (!line.dry_run) total_ += line.score;
@@ -355,6 +356,8 @@ asio::awaitable<Decision> PipelineSession::run(Stage stage, const SessionContext
   for (std::size_t i = 0; i < instances_.size() && !skip; ++i) {
     if (!pipeline_.filters_[i]->wants(stage)) continue;
     Verdict verdict = co_await call_filter(i, stage, context);
+    if (!verdict.dry_run && !pipeline_.dry_run_)
+      tagged_by_.insert(tagged_by_.end(), verdict.tags.begin(), verdict.tags.end());
 
     // The score sheet: every line, dry-run ones marked, each counted.
     if (verdict.contributions.empty() && verdict.score != 0)
@@ -498,10 +501,19 @@ asio::awaitable<Decision> PipelineSession::run(Stage stage, const SessionContext
       (has_held_ || threshold_outcome(total_, false).action != Decision::Action::proceed);
   decision.contributions = contributions_;
   if (stage == Stage::data && !pipeline_.score_header_.empty()) {
+    // "3.5 (tag)" past the tag threshold; "0.0 (tag: rule-a, rule-b)" when content rules
+    // with action tag matched.
     const double tag = pipeline_.scoring_.tag;
-    decision.add_headers.emplace_back(
-        pipeline_.score_header_,
-        fmt::format("{:.1f}{}", total_, tag > 0 && total_ >= tag ? " (tag)" : ""));
+    std::string mark;
+    if (!tagged_by_.empty()) {
+      mark = " (tag: " + tagged_by_.front();
+      for (std::size_t t = 1; t < tagged_by_.size(); ++t) mark += ", " + tagged_by_[t];
+      mark += ")";
+    } else if (tag > 0 && total_ >= tag) {
+      mark = " (tag)";
+    }
+    decision.add_headers.emplace_back(pipeline_.score_header_,
+                                      fmt::format("{:.1f}{}", total_, mark));
   }
 
   if (decision.action != Decision::Action::proceed || decision.dry_run) {

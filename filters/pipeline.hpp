@@ -136,6 +136,7 @@ class PipelineSession {
   bool accepted_transaction_ = false;  // accept at the mail stage: this transaction only
   bool would_accept_ = false;          // a dry-run accept (session)
   bool would_accept_transaction_ = false;
+  std::vector<std::string> tagged_by_;   // content rules with action tag, this message
 };
 
 }  // namespace mxgate::filters

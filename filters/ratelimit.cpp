@@ -224,6 +224,7 @@ Verdict RateLimitFilter::refusal(const RateRule& rule, const std::string& detail
       }
       break;
     case policy::RuleAction::accept:  // not a sensible limit action; policy/ refuses it
+    case policy::RuleAction::tag:     // content rules only; policy/ refuses it
     case policy::RuleAction::tempfail:
       verdict.kind = Verdict::Kind::tempfail;
       // RFC 3463: X.7.1 "delivery not authorized"; 421 closes the session (X.7.0).

@@ -44,6 +44,8 @@ struct Verdict {
   // on the client IP is judged at RCPT but is about the connection, so its reject holds
   // for every later RCPT and its accept for the session. Empty: the current stage.
   std::optional<Stage> origin;
+  // Rules whose action is `tag`: the message passes, marked in the score header.
+  std::vector<std::string> tags;
 
   static Verdict next() { return {}; }
   static Verdict add(double score, std::string filter, std::string rule, std::string detail) {

@@ -120,7 +120,8 @@ struct DnsConfig {
 };
 
 enum class OnError { allow, tempfail };
-enum class RuleAction { score, reject, tempfail, accept, drop, log };
+// tag: content rules only: deliver the message marked (the score header says which rule).
+enum class RuleAction { score, reject, tempfail, accept, drop, log, tag };
 
 // The pregreet test (postscreen_greet_wait / postscreen_greet_action): the session waits
 // greet_pause before its banner; a client that talks first is scored, rejected or dropped.

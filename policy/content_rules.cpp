@@ -180,7 +180,7 @@ void parse_content_rule(Context& context, const YAML::Node& node, const std::str
   } else if (fields.find("pattern") && fields.find("expression")) {
     fields.error("expression", "a rule has either a 'pattern' or an 'expression', not both");
   }
-  read_action_and_score(fields, rule.action, "score", rule.score);
+  read_action_and_score(fields, rule.action, "score", rule.score, /*allow_tag=*/true);
   fields.read_string("description", rule.description);
 }
 

@@ -103,6 +103,7 @@ const EnumNames<RuleAction> kRuleActions{
     {"score", RuleAction::score},       {"reject", RuleAction::reject},
     {"tempfail", RuleAction::tempfail}, {"accept", RuleAction::accept},
     {"drop", RuleAction::drop},         {"log", RuleAction::log},
+    {"tag", RuleAction::tag},
 };
 
 void read_rule_name(Fields& fields, std::string& name, bool required) {
@@ -115,13 +116,15 @@ void read_rule_name(Fields& fields, std::string& name, bool required) {
 // Reads `action` and the score key, then checks that they agree, or the rule cannot do
 // what its author meant. Skipped when either is invalid (already reported).
 void read_action_and_score(Fields& fields, RuleAction& action, std::string_view score_key,
-                           double& score) {
+                           double& score, bool allow_tag) {
   const bool action_valid =
       fields.read_enum("action", action, kRuleActions) || !fields.find("action");
   const bool score_valid =
       fields.read_number(score_key, score, -kMaxScore, kMaxScore) || !fields.find(score_key);
   if (!action_valid || !score_valid) return;
-  if (action == RuleAction::score && score == 0) {
+  if (action == RuleAction::tag && !allow_tag) {
+    fields.error("action", "action 'tag' is only for content rules");
+  } else if (action == RuleAction::score && score == 0) {
     fields.error(score_key, fmt::format("{} 0 with action 'score' has no effect; set a non-zero "
                                         "{} or another action",
                                         score_key, score_key));

@@ -31,7 +31,7 @@ void read_rule_name(Fields& fields, std::string& name, bool required);
 // Reads `action` and the score key (`score`, or `weight` for dnsbl), then checks that they
 // agree: action score with score 0, or a score that another action never counts, is an error.
 void read_action_and_score(Fields& fields, RuleAction& action, std::string_view score_key,
-                           double& score);
+                           double& score, bool allow_tag = false);
 
 void parse_dnsbl_rule(Context& context, const YAML::Node& node, const std::string& path,
                       DnsblRule& rule);

@@ -19,6 +19,8 @@ CONTENT_RULES = [
     {"name": "prize-subject", "where": "subject", "pattern": "(?i)you have won", "score": 2.5},
     {"name": "exe-attachment", "where": "attachment", "pattern": "(?i)\\.exe$",
      "action": "reject"},
+    {"name": "crypto-pitch", "where": "body", "pattern": "(?i)guaranteed crypto returns",
+     "action": "tag"},
 ]
 
 
@@ -86,6 +88,15 @@ class ContentFilterTest(harness.IntegrationTest):
         [received] = self.sink.wait_for_messages(1)
         self.assertEqual(received.original, lf(content))
         self.assertRegex(received.added_headers, rb"^X-Mxgate-Score: 2\.5\b")
+
+    def test_tag_rule_forwards_the_message_marked_with_the_rule(self):
+        content = message(subject="offer", body="Guaranteed crypto returns, act now.\r\n")
+        reply = self.send(content)
+        self.assertReply(reply, 250)
+        [received] = self.sink.wait_for_messages(1)
+        self.assertEqual(received.original, lf(content))
+        self.assertRegex(received.added_headers,
+                         rb"^X-Mxgate-Score: 0\.0 \(tag: crypto-pitch\)")
 
     def test_clean_message_is_forwarded_unchanged(self):
         content = message(subject="lunch", body="Lunch on Thursday?\r\n")

@@ -126,7 +126,9 @@ const BrokenConfig kBrokenConfigs[] = {
      "test.yaml:2:23: content[0].where: 'header:': invalid header field name"},
     {"BadAction", "content:\n  - { name: c, pattern: x, action: bounce }\n",
      "test.yaml:2:36: content[0].action: expected one of score, reject, tempfail, accept, drop, "
-     "log; got 'bounce'"},
+     "log, tag; got 'bounce'"},
+    {"TagOutsideContent", "dnsbl:\n  - { zone: bl.test, action: tag }\n",
+     "test.yaml:2:30: dnsbl[0].action: action 'tag' is only for content rules"},
     {"BadLogLevel", "log: { level: verbose }\n",
      "test.yaml:1:15: log.level: expected one of trace, debug, info, warn, error; got 'verbose'"},
     // Names, networks, patterns, filters.
