@@ -317,6 +317,7 @@ awaitable<void> Session::run() {
     json::array ids;
     for (const auto& id : queue_ids_) ids.emplace_back(id);
     summary["queue_ids"] = std::move(ids);
+    summary["messages"] = std::move(accepted_messages_);
     summary["last_stage"] = last_stage_;
     log_event(std::move(summary));
   }
@@ -859,6 +860,16 @@ awaitable<Session::Flow> Session::finish_message(smtp::DataProblem problem) {
     session_metrics().accepted.inc();
     std::string queue_id = queue_id_of(backend_reply);
     queue_ids_.push_back(queue_id);
+    // The session summary keeps each accepted message's envelope beside its queue id,
+    // so support can go from a sender's complaint to Postfix's log line.
+    json::object accepted;
+    accepted["from"] = context_.sender;
+    json::array accepted_recipients;
+    for (const auto& recipient : forwarded_recipients_) accepted_recipients.emplace_back(recipient);
+    accepted["rcpts"] = std::move(accepted_recipients);
+    accepted["size"] = message_.size();
+    accepted["queue_id"] = queue_id;
+    accepted_messages_.emplace_back(std::move(accepted));
     spdlog::info("{} {}: accepted from=<{}> rcpts={} size={} queue_id={}", context_.session_id,
                  client_label(), context_.sender, forwarded_recipients_.size(), message_.size(),
                  queue_id);

@@ -4,6 +4,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 #include <memory>
 #include <optional>
@@ -104,6 +105,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::size_t errors_ = 0;
   std::size_t messages_ = 0;
   std::vector<std::string> queue_ids_;
+  boost::json::array accepted_messages_;   // {from, rcpts, size, queue_id} per message
   std::string last_stage_ = "connect";
   std::chrono::steady_clock::time_point started_;
 };

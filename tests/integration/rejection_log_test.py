@@ -56,6 +56,28 @@ class RejectionLogTest(harness.IntegrationTest):
         else:
             datetime.datetime.fromisoformat(entry["time"].replace("Z", "+00:00"))
 
+    def test_session_summary_lists_each_accepted_message(self):
+        client = self.connect(self.mx)
+        self.assertReply(client.command("MAIL FROM:<summary@client.test>"), 250)
+        self.assertReply(client.command("RCPT TO:<bob@example.org>"), 250)
+        self.assertReply(client.command("DATA"), 354)
+        client.send(harness.message(sender="summary@client.test") + b".\r\n")
+        self.assertEqual(client.read_reply().code, 250)
+        client.command("QUIT")
+        client.close()
+
+        def summary():
+            lines = [e for e in self.mx.rejections() if e.get("type") == "session"
+                     and any(m.get("from") == "summary@client.test"
+                             for m in e.get("messages", []))]
+            return lines or None
+        [line] = harness.wait_until(summary, 5, what="session summary line")
+        [accepted] = line["messages"]
+        self.assertEqual(accepted["rcpts"], ["bob@example.org"])
+        self.assertGreater(accepted["size"], 0)
+        self.assertIn("queue_id", accepted)   # smtp-sink names none; Postfix does
+        self.assertEqual(line["messages_accepted"], 1)
+
     def test_relay_refusal_logged_under_reply_reference(self):
         client = self.connect(self.mx)
         self.assertReply(client.command("MAIL FROM:<spammer@client.test>"), 250)
