@@ -5,11 +5,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 shift || true
-scripts/build.sh fuzz
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
   for source in fuzz/*_fuzz.cpp; do targets+=("$(basename "$source" .cpp)"); done
 fi
+# Only the fuzz targets (and the libraries they link), not the daemon and the rest.
+scripts/build.sh fuzz "${targets[@]}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 for target in "${targets[@]}"; do
