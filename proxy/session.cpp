@@ -480,8 +480,8 @@ awaitable<Session::Flow> Session::dispatch(const smtp::Command& command) {
     case Verb::help: co_return co_await on_help(argument);
     case Verb::vrfy: co_return co_await on_vrfy(argument);
     case Verb::starttls: co_return co_await on_starttls(argument);
-    case Verb::expn:
-    case Verb::auth: co_return co_await on_not_implemented(argument);
+    case Verb::expn: co_return on_expn();
+    case Verb::auth: co_return on_auth();
     case Verb::unknown: break;
   }
   co_return refuse(replies::unknown_command(), last_stage_.c_str(), "unknown command");
@@ -956,9 +956,18 @@ awaitable<Session::Flow> Session::on_vrfy(std::string_view argument) {
   co_return Flow::next;
 }
 
-awaitable<Session::Flow> Session::on_not_implemented(std::string_view) {
-  co_return refuse(Reply(502, "5.5.1", "Error: command not implemented"), last_stage_.c_str(),
-                   "command not implemented");
+// RFC 5321 7.3: a site may refuse to expand lists; mxgate never discloses the
+// backend's aliases or lists to the outside.
+Session::Flow Session::on_expn() {
+  return refuse(Reply(502, "5.5.1", "Error: EXPN is not supported"), last_stage_.c_str(),
+                "EXPN refused");
+}
+
+// AUTH is not offered on port 25 (mail submission belongs on 587, not behind this
+// filter); Postfix's wording when SASL is off.
+Session::Flow Session::on_auth() {
+  return refuse(Reply(503, "5.5.1", "Error: authentication not enabled"), last_stage_.c_str(),
+                "AUTH without authentication offered");
 }
 
 std::optional<Session::Flow> Session::refuse_starttls(std::string_view argument) {

@@ -57,7 +57,8 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<Flow> on_vrfy(std::string_view argument);
   boost::asio::awaitable<Flow> on_starttls(std::string_view argument);
   std::optional<Flow> refuse_starttls(std::string_view argument);
-  boost::asio::awaitable<Flow> on_not_implemented(std::string_view argument);
+  Flow on_expn();
+  Flow on_auth();
 
   boost::asio::awaitable<Flow> greet_helo(std::string_view argument, bool esmtp);
   // End of message content (DATA or last BDAT): judge, filter, forward, reply.

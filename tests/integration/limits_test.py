@@ -97,6 +97,17 @@ class LimitsTest(harness.IntegrationTest):
         self.assertReply(client.command("QUIT"), 221)
         self.assertTrue(client.wait_closed(5))
 
+    def test_expn_and_auth_are_refused_with_their_own_replies(self):
+        client = self.connect(self.mx)
+        expn = client.command("EXPN staff")
+        self.assertReply(expn, 502, "5.5.1")
+        self.assertIn("EXPN", expn.text)
+        self.assertIsNotNone(expn.ref, expn)
+        auth = client.command("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+        self.assertReply(auth, 503, "5.5.1")
+        self.assertIn("authentication not enabled", auth.text)
+        client.command("QUIT")
+
     def test_data_before_rcpt_refused(self):
         client = self.connect(self.mx)
         self.assertReply(client.command("DATA"), 503, "5.5.1")
