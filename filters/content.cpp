@@ -1,6 +1,7 @@
 // Content scanning: one RE2::Set per target, each message walked once per target, each
 // line matched once against every pattern of that target (not once per rule).
 #include "filters/content.hpp"
+#include "policy/names.hpp"
 
 #include <fmt/format.h>
 #include <re2/re2.h>
@@ -17,13 +18,6 @@
 namespace mxgate::filters {
 
 namespace {
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return out;
-}
 
 bool iequals(std::string_view a, std::string_view b) {
   if (a.size() != b.size()) return false;
@@ -61,7 +55,7 @@ std::optional<TargetKey> parse_content_target(std::string_view where) {
   if (where.starts_with(kHeaderPrefix)) {
     const std::string_view name = where.substr(kHeaderPrefix.size());
     if (name.empty()) return std::nullopt;
-    return TargetKey{ContentTarget::header, lower(name)};
+    return TargetKey{ContentTarget::header, policy::ascii_lower(name)};
   }
   for (const auto& entry : kTargets)
     if (entry.name == where) return TargetKey{entry.target, {}};

@@ -1,6 +1,7 @@
 // DNS-list lookups started at connect (in parallel, one per list), awaited only at the
 // first RCPT, and judged by reply code and weight the way postscreen_dnsbl_sites does.
 #include "filters/dnsbl.hpp"
+#include "policy/names.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -97,12 +98,6 @@ std::int64_t now_nanoseconds() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
-}
-
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
 }
 
 std::string strip_dot(std::string name) {
@@ -411,7 +406,7 @@ class DnsblInstance final : public FilterInstance {
   }
 
   void start_helo_lookups(const SessionContext& context) {
-    std::string name = strip_dot(lower(context.helo));
+    std::string name = strip_dot(policy::ascii_lower(context.helo));
     if (helo_started_ || !looks_like_domain(name)) return;
     helo_started_ = true;
     for (const auto& list : lists_) {
@@ -422,7 +417,7 @@ class DnsblInstance final : public FilterInstance {
 
   void start_sender_lookups(const SessionContext& context) {
     reset_transaction();
-    std::string domain = strip_dot(lower(context.sender_domain));
+    std::string domain = strip_dot(policy::ascii_lower(context.sender_domain));
     if (!looks_like_domain(domain)) return;
     for (const auto& list : lists_) {
       if (list->rule.kind != policy::DnsblRule::Kind::sender_domain || list->suspended.load())
@@ -578,7 +573,7 @@ DnsblFilter::DnsblFilter(const std::vector<policy::DnsblRule>& rules, DnsblOptio
     auto list = std::make_shared<List>();
     list->rule = rule;
     list->index = lists_.size();
-    list->zone = strip_dot(lower(rule.zone));
+    list->zone = strip_dot(policy::ascii_lower(rule.zone));
     list->display = rule.reply_name.empty() ? list->zone : rule.reply_name;
     list->rule_name = (rule.name.empty() || rule.name == rule.zone) ? list->display : rule.name;
     std::string error;

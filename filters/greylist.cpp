@@ -1,6 +1,7 @@
 // Greylisting at RCPT, in the shared store so any instance of the fleet recognises the
 // retry; skipped for exempt networks and clients with a good reputation.
 #include "filters/greylist.hpp"
+#include "policy/names.hpp"
 
 #include <fmt/format.h>
 
@@ -13,14 +14,6 @@
 namespace mxgate::filters {
 
 namespace {
-
-std::string lower(std::string_view text) {
-  std::string result(text);
-  std::transform(result.begin(), result.end(), result.begin(), [](unsigned char character) {
-    return static_cast<char>(std::tolower(character));
-  });
-  return result;
-}
 
 const char* state_name(GreylistResult::State state) {
   switch (state) {
@@ -45,8 +38,8 @@ GreylistKeys greylist_keys(const SessionContext& context,
   if (net.empty()) net = context.client_ip;
   keys.net = store_key("gl", net);
   // Senders are compared case-blind: a bot varying case must not get a fresh triplet.
-  keys.triplet = store_subkey(keys.net, lower(context.sender.empty() ? "<>" : context.sender) +
-                                            "/" + lower(context.recipient));
+  keys.triplet = store_subkey(keys.net, policy::ascii_lower(context.sender.empty() ? "<>" : context.sender) +
+                                            "/" + policy::ascii_lower(context.recipient));
   return keys;
 }
 

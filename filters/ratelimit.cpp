@@ -1,6 +1,7 @@
 // Rate and concurrency limits: one store call per rule and stage (GCRA in one Lua call on
 // Redis), slots released at close and expiring on their own if this process dies.
 #include "filters/ratelimit.hpp"
+#include "policy/names.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -19,14 +20,6 @@
 namespace mxgate::filters {
 
 namespace {
-
-std::string lower(std::string_view text) {
-  std::string result(text);
-  std::transform(result.begin(), result.end(), result.begin(), [](unsigned char character) {
-    return static_cast<char>(std::tolower(character));
-  });
-  return result;
-}
 
 std::string_view domain_of(std::string_view address) {
   const auto at = address.rfind('@');
@@ -114,15 +107,15 @@ std::optional<std::string> rate_key(const RateRule& rule, const SessionContext& 
     } else if (part == "client_net") {
       value = client_net(context.client_ip, options);
     } else if (part == "helo") {
-      value = lower(context.helo);
+      value = policy::ascii_lower(context.helo);
     } else if (part == "sender") {
-      value = context.sender.empty() ? "<>" : lower(context.sender);
+      value = context.sender.empty() ? "<>" : policy::ascii_lower(context.sender);
     } else if (part == "sender_domain") {
-      value = context.sender.empty() ? "<>" : lower(context.sender_domain);
+      value = context.sender.empty() ? "<>" : policy::ascii_lower(context.sender_domain);
     } else if (part == "recipient") {
-      value = lower(context.recipient);
+      value = policy::ascii_lower(context.recipient);
     } else if (part == "recipient_domain") {
-      value = lower(domain_of(context.recipient));
+      value = policy::ascii_lower(domain_of(context.recipient));
     }
     if (value.empty()) return std::nullopt;
     identity += identity.size() == rule.name.size() ? ':' : '|';

@@ -1,6 +1,7 @@
 // URL domain-list lookups at end of data: domains from the shared MIME walk, keys by
 // libpsl and libidn2, queries in parallel through the thread's resolver and the DNS cache.
 #include "filters/uribl.hpp"
+#include "policy/names.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -301,12 +302,6 @@ class UriblInstance final : public FilterInstance {
   Services& services_;
 };
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 }  // namespace
 
 UriblOptions uribl_options(const policy::Config& config) {
@@ -324,7 +319,7 @@ UriblFilter::UriblFilter(const std::vector<policy::DnsblRule>& rules, UriblOptio
     auto list = std::make_shared<List>();
     list->rule = rule;
     list->index = lists_.size();
-    list->zone = lower(rule.zone);
+    list->zone = policy::ascii_lower(rule.zone);
     if (!list->zone.empty() && list->zone.back() == '.') list->zone.pop_back();
     list->display = rule.reply_name.empty() ? list->zone : rule.reply_name;
     list->rule_name = (rule.name.empty() || rule.name == rule.zone) ? list->display : rule.name;

@@ -185,4 +185,12 @@ std::optional<std::string> nearest_word(std::string_view word,
   return best;
 }
 
+std::string ascii_lower(std::string_view text) {
+  std::string out(text);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
 }  // namespace mxgate::policy

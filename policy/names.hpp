@@ -9,6 +9,9 @@
 
 namespace mxgate::policy {
 
+// ASCII case folding (domains, keywords, SMTP verbs): the one copy every part uses.
+std::string ascii_lower(std::string_view text);
+
 // Lower-cases `domain` and removes one trailing dot. On failure returns false and sets
 // `error` to a full sentence naming the input ("'exa mple.org' is not a valid domain
 // name: invalid character ' '"). IDN domains must be given in their xn-- form.

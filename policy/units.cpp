@@ -23,14 +23,6 @@ constexpr double kMaxSizeBytes = 1024.0 * 1024 * 1024 * 1024 * 1024;
 
 bool is_digit(char character) { return character >= '0' && character <= '9'; }
 
-std::string lower(std::string_view text) {
-  std::string result(text);
-  for (char& character : result) {
-    character = static_cast<char>(std::tolower(static_cast<unsigned char>(character)));
-  }
-  return result;
-}
-
 // A non-negative decimal number ("30", "1.5") at the start of `text`; consumes it.
 std::optional<double> take_number(std::string_view& text) {
   std::size_t length = 0;
@@ -89,7 +81,7 @@ std::optional<double> parse_duration_milliseconds(std::string_view text) {
 }
 
 std::optional<double> size_unit_bytes(std::string_view unit) {
-  const std::string name = lower(unit);
+  const std::string name = ascii_lower(unit);
   // "MB" means MiB: that is what admins mean when they size a mailbox or a message.
   if (name.empty() || name == "b") return 1;
   if (name == "k" || name == "kb" || name == "kib") return 1024.0;

@@ -33,14 +33,6 @@ std::string_view trim(std::string_view text) {
   return text;
 }
 
-std::string lower(std::string_view text) {
-  std::string result(text);
-  for (char& character : result) {
-    character = static_cast<char>(std::tolower(static_cast<unsigned char>(character)));
-  }
-  return result;
-}
-
 // True when `path` is `ancestor` or lies below it ("dnsbl[0].zone" below "dnsbl").
 bool is_within(std::string_view path, std::string_view ancestor) {
   if (!path.starts_with(ancestor)) return false;
@@ -388,7 +380,7 @@ bool Fields::read_string(std::string_view key, std::string& out) {
 bool Fields::read_bool(std::string_view key, bool& out) {
   std::optional<std::string> text = scalar(key, "true or false");
   if (!text) return false;
-  const std::string word = lower(*text);
+  const std::string word = ascii_lower(*text);
   if (word == "true" || word == "yes" || word == "on") {
     out = true;
   } else if (word == "false" || word == "no" || word == "off") {

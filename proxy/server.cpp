@@ -80,6 +80,10 @@ std::shared_ptr<const Generation> Server::build_generation(std::shared_ptr<const
   generation->data_limits.max_message_size = config->limits.max_message_size;
   generation->data_limits.max_text_line = config->limits.max_text_line;
   generation->data_limits.bare_newline = config->smtp.bare_newline;
+  for (const auto& network : config->proxy_protocol.trusted_networks) {
+    std::string error;   // the loader validated every entry
+    if (auto parsed = policy::parse_cidr(network, error)) generation->proxy_trusted.push_back(*parsed);
+  }
   if (!config->tls.cert_file.empty()) generation->tls_server = make_server_tls_context(config->tls);
   if (config->backend.starttls != policy::BackendConfig::Tls::none)
     generation->tls_client = make_client_tls_context(config->backend);

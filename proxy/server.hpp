@@ -15,6 +15,7 @@
 
 #include "filters/pipeline.hpp"
 #include "filters/relay.hpp"
+#include "policy/cidr.hpp"
 #include "policy/config.hpp"
 #include "proxy/event_log.hpp"
 #include "proxy/smtp/address.hpp"
@@ -31,6 +32,7 @@ struct Generation {
   filters::RelayPolicy relay;
   smtp::AddressLimits address_limits;
   smtp::DataLimits data_limits;
+  std::vector<policy::Cidr> proxy_trusted;   // proxy_protocol.trusted_networks, parsed once
   std::shared_ptr<boost::asio::ssl::context> tls_server;   // null: STARTTLS not offered
   std::shared_ptr<boost::asio::ssl::context> tls_client;   // toward the backend
   std::vector<std::unique_ptr<filters::Services>> services;  // one per worker

@@ -3,13 +3,13 @@
 // are kept here: no 250 without the backend's 250, 4xx when in doubt, no open relay,
 // canonical content only, every bound enforced, every refusal logged with its ref.
 #include "proxy/session.hpp"
+#include "policy/cidr.hpp"
+#include "policy/names.hpp"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/ip/network_v4.hpp>
-#include <boost/asio/ip/network_v6.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -66,12 +66,6 @@ metrics::Counter& refusal_counter(const char* stage, int code) {
       {{"stage", stage}, {"class", code >= 500 ? "5xx" : "4xx"}});
 }
 
-std::string lower(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Postfix's queue id is the word after "queued as" in its reply to the dot.
 std::string queue_id_of(const Reply& reply) {
   std::string text = reply.text();
@@ -82,27 +76,13 @@ std::string queue_id_of(const Reply& reply) {
   return text.substr(at, end == std::string::npos ? std::string::npos : end - at);
 }
 
-// "192.0.2.7" in "192.0.2.0/24" (IPv4 or IPv6; a bare address is a /32 or /128).
-bool address_in_network(const std::string& address_text, const std::string& network_text) {
-  boost::system::error_code error;
-  auto address = asio::ip::make_address(address_text, error);
-  if (error) return false;
-  auto slash = network_text.find('/');
-  auto network = asio::ip::make_address(network_text.substr(0, slash), error);
-  if (error || network.is_v4() != address.is_v4()) return false;
-  unsigned max_bits = network.is_v4() ? 32 : 128;
-  unsigned bits = max_bits;
-  if (slash != std::string::npos) {
-    auto text = std::string_view(network_text).substr(slash + 1);
-    auto [end, parse_error] = std::from_chars(text.data(), text.data() + text.size(), bits);
-    if (parse_error != std::errc() || bits > max_bits) return false;
-  }
-  if (network.is_v4()) {
-    return asio::ip::make_network_v4(network.to_v4(), bits).canonical() ==
-           asio::ip::make_network_v4(address.to_v4(), bits).canonical();
-  }
-  return asio::ip::make_network_v6(network.to_v6(), bits).canonical() ==
-         asio::ip::make_network_v6(address.to_v6(), bits).canonical();
+// A reply as one log field: "550 5.7.1 text [ref X]".
+std::string reply_line(const Reply& reply) {
+  std::string line = std::to_string(reply.code);
+  if (!reply.enhanced.empty()) line += " " + reply.enhanced;
+  std::string text = reply.text();
+  if (!text.empty()) line += " " + text;
+  return line;
 }
 
 // The score sheet support reads: every (filter, rule, score, detail) that added up.
@@ -223,11 +203,7 @@ Session::Flow Session::refuse(Reply refusal, const char* stage, std::string_view
     }
     event["contributions"] = contributions_json(*decision);
   }
-  event["reply"] = refusal.text().empty()
-                       ? std::to_string(refusal.code)
-                       : std::to_string(refusal.code) + " " +
-                             (refusal.enhanced.empty() ? "" : refusal.enhanced + " ") +
-                             refusal.text();
+  event["reply"] = reply_line(refusal);
   log_event(std::move(event));
   spdlog::info("{} {}: {} {}: {} [ref {}]", context_.session_id, client_label(), stage,
                refusal.code >= 500 ? "reject" : "tempfail", reason, ref);
@@ -266,9 +242,7 @@ void Session::log_dry_run(const Decision& decision, Stage stage) {
   if (stage == Stage::rcpt && !context_.recipient.empty()) event["rcpt"] = context_.recipient;
   event["score"] = decision.total_score;
   event["contributions"] = contributions_json(decision);
-  const auto& would = decision.would_reply;
-  event["reply"] = std::to_string(would.code) + " " +
-                   (would.enhanced.empty() ? "" : would.enhanced + " ") + would.text();
+  event["reply"] = reply_line(decision.would_reply);
   log_event(std::move(event));
 }
 
@@ -326,9 +300,12 @@ awaitable<void> Session::run() {
 
 awaitable<bool> Session::read_proxy_header() {
   const auto& proxy = config_.proxy_protocol;
-  bool trusted = proxy.trusted_networks.empty();
-  for (const auto& network : proxy.trusted_networks) {
-    if (address_in_network(context_.client_ip, network)) trusted = true;
+  bool trusted = generation_->proxy_trusted.empty();
+  std::string error;
+  if (auto peer = policy::parse_cidr(context_.client_ip, error)) {
+    for (const auto& network : generation_->proxy_trusted) {
+      if (network.contains(*peer)) trusted = true;
+    }
   }
   if (!trusted) {
     spdlog::warn("{}: PROXY header expected but peer {} is not in proxy_protocol.trusted_networks",
@@ -548,7 +525,7 @@ awaitable<Session::Flow> Session::on_mail(std::string_view argument) {
   sender_ = parsed.address;
   mail_parameters_ = parsed.parameters;
   context_.sender = sender_.null_path ? std::string() : sender_.full();
-  context_.sender_domain = sender_.null_path ? std::string() : lower(sender_.domain);
+  context_.sender_domain = sender_.null_path ? std::string() : policy::ascii_lower(sender_.domain);
   in_transaction_ = true;
   Decision decision = co_await run_stage(Stage::mail);
   if (decision.action != Decision::Action::proceed) {
@@ -717,7 +694,7 @@ awaitable<Session::Flow> Session::on_bdat(std::string_view argument) {
   auto [end, error] = std::from_chars(size_text.data(), size_text.data() + size_text.size(), size);
   bool last = false;
   if (!rest.empty()) {
-    std::string keyword = lower(rest);
+    std::string keyword = policy::ascii_lower(rest);
     if (keyword != "last") error = std::errc::invalid_argument;
     last = true;
   }
