@@ -91,6 +91,9 @@ struct LogConfig {
   std::string rejections;        // JSON lines file; empty = stderr
   std::string level = "info";    // trace, debug, info, warn, error
   bool syslog = false;
+  // The local syslog socket (a Unix datagram socket): journald and rsyslog listen on
+  // /dev/log; a chroot or a test points it elsewhere.
+  std::string syslog_socket = "/dev/log";
 };
 
 struct MetricsConfig {

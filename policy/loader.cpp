@@ -247,6 +247,14 @@ void parse_log(Context& context, const YAML::Node& node, LogConfig& log) {
   fields.read_string("rejections", log.rejections);
   fields.read_choice("level", log.level, kLogLevels);
   fields.read_bool("syslog", log.syslog);
+  if (fields.read_string("syslog_socket", log.syslog_socket)) {
+    // sockaddr_un's sun_path holds 108 bytes with the terminating NUL.
+    if (log.syslog_socket.empty() || log.syslog_socket.front() != '/') {
+      fields.error("syslog_socket", "must be an absolute path");
+    } else if (log.syslog_socket.size() > 107) {
+      fields.error("syslog_socket", "longer than a Unix socket path may be (107 bytes)");
+    }
+  }
 }
 
 void parse_metrics(Context& context, const YAML::Node& node, MetricsConfig& metrics) {

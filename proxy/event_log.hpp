@@ -2,11 +2,12 @@
 // and one per session summary, each reject carrying the ref printed in the SMTP reply.
 #pragma once
 
-#include <atomic>
 #include <boost/json/object.hpp>
+#include <chrono>
 #include <cstdio>
 #include <mutex>
 #include <string>
+#include <string_view>
 
 namespace mxgate::proxy {
 
@@ -23,15 +24,24 @@ class EventLog {
   // Reopens the file (logrotate moved it: SIGUSR1).
   bool reopen();
   // log.syslog: also send each line to syslog (facility mail, ident "mxgate"), so
-  // journald or a central syslog gets the refusals without a log shipper.
-  void set_syslog(bool enabled);
+  // journald or a central syslog gets the refusals without a log shipper. Not glibc's
+  // syslog(3): it blocks the calling worker while the daemon is slow or its socket
+  // buffer is full, and its socket path is fixed. These sends never block; a line
+  // that cannot be sent is dropped (the file still has it) and counted.
+  void set_syslog(bool enabled, std::string socket_path = "/dev/log");
 
  private:
   std::string path_;
   std::string error_;
   std::FILE* file_ = nullptr;
   std::mutex mutex_;
-  std::atomic<bool> syslog_{false};
+  void send_syslog(int priority, std::string_view line);  // with mutex_ held
+  bool connect_syslog();                                   // with mutex_ held
+
+  bool syslog_ = false;
+  std::string syslog_path_;
+  int syslog_fd_ = -1;
+  std::chrono::steady_clock::time_point syslog_retry_at_{};
 };
 
 // "2026-11-22T10:04:11.123Z"

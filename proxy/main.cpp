@@ -2,6 +2,9 @@
 // rejection log for support).
 #include <grp.h>
 #include <pwd.h>
+#include <cerrno>
+#include <cstring>
+
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -24,8 +27,12 @@ void print_errors(const LoadResult& result) {
   std::cerr << result.errors.size() << (result.errors.size() == 1 ? " error" : " errors") << "\n";
 }
 
-// Checks what the loader cannot: files the daemon will open.
+// Checks what the loader cannot: files the daemon will open, the user it becomes.
 bool check_runtime(const mxgate::policy::Config& config, std::string& error) {
+  if (!config.user.empty() && ::getpwnam(config.user.c_str()) == nullptr) {
+    error = config.path + ": user: no such user '" + config.user + "'";
+    return false;
+  }
   try {
     if (!config.tls.cert_file.empty()) mxgate::proxy::make_server_tls_context(config.tls);
   } catch (const std::exception& failure) {
@@ -36,15 +43,28 @@ bool check_runtime(const mxgate::policy::Config& config, std::string& error) {
 }
 
 bool drop_privileges(const std::string& user, std::string& error) {
-  if (user.empty() || ::geteuid() != 0) return true;
+  if (user.empty()) return true;
   struct passwd* entry = ::getpwnam(user.c_str());
   if (entry == nullptr) {
     error = "user: no such user '" + user + "'";
     return false;
   }
+  if (::geteuid() != 0) {
+    // Started unprivileged (a high port, systemd User=): nothing to drop, but say so
+    // when it is not the configured user, since the operator expected a switch.
+    if (::geteuid() != entry->pw_uid) {
+      spdlog::warn("user: not running as root, so staying uid {} instead of '{}'", ::geteuid(),
+                   user);
+    }
+    return true;
+  }
   if (::initgroups(entry->pw_name, entry->pw_gid) != 0 || ::setgid(entry->pw_gid) != 0 ||
       ::setuid(entry->pw_uid) != 0) {
-    error = "user: cannot switch to '" + user + "'";
+    error = "user: cannot switch to '" + user + "': " + std::strerror(errno);
+    return false;
+  }
+  if (::setuid(0) == 0) {  // the switch must be one way
+    error = "user: could regain root after switching to '" + user + "'";
     return false;
   }
   return true;

@@ -54,7 +54,7 @@ Server::Server(std::shared_ptr<const policy::Config> config) : config_path_(conf
                                             : std::max(1u, std::thread::hardware_concurrency());
   for (std::size_t i = 0; i < threads; ++i) workers_.push_back(std::make_unique<Worker>());
   shared_.event_log = std::make_unique<EventLog>(config->log.rejections);
-  shared_.event_log->set_syslog(config->log.syslog);
+  shared_.event_log->set_syslog(config->log.syslog, config->log.syslog_socket);
   if (!shared_.event_log->ok()) spdlog::error("{}", shared_.event_log->error());
   install(std::move(config));
 }
@@ -221,7 +221,7 @@ bool Server::reload(const std::vector<std::string>& overrides, std::string& mess
     message = config_path_ + ": " + failure.what() + "\n";
     return false;
   }
-  shared_.event_log->set_syslog(result.config->log.syslog);
+  shared_.event_log->set_syslog(result.config->log.syslog, result.config->log.syslog_socket);
   message = "generation " + std::to_string(current()->number);
   spdlog::info("reloaded {} ({})", config_path_, message);
   return true;
