@@ -1,7 +1,7 @@
 // Rate and concurrency limits: one store call per rule and stage (GCRA in one Lua call on
-// Redis), slots released at close and expiring on their own if this process dies.
+// Redis), in the background for connect/helo/mail rules, slots released at close and
+// expiring on their own if this process dies.
 #include "filters/ratelimit.hpp"
-#include "policy/names.hpp"
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
@@ -11,11 +11,16 @@
 #include <algorithm>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 #include <cctype>
 #include <cmath>
 #include <random>
 
 #include "filters/metrics.hpp"
+#include "policy/names.hpp"
 
 namespace mxgate::filters {
 
@@ -54,6 +59,13 @@ Stage counting_stage(const RateRule& rule) {
     default:
       return rule.stage;
   }
+}
+
+// Connect, helo and mail verdicts are only enforced at the first RCPT (DESIGN.md): those
+// rules are checked in the background so the client does not wait for the store at
+// those stages. A `drop` is enforced at once, so its rule is checked at its stage.
+bool in_background(const RateRule& rule) {
+  return counting_stage(rule) <= Stage::mail && rule.action != policy::RuleAction::drop;
 }
 
 std::string default_instance_id() {
@@ -167,8 +179,12 @@ RateLimitFilter::RateLimitFilter(RateLimitOptions options) : options_(std::move(
   }
 }
 
-void RateLimitFilter::count_limited(std::size_t rule) const { limited_[rule]->inc(); }
-void RateLimitFilter::count_store_error(std::size_t rule) const { store_errors_[rule]->inc(); }
+metrics::Counter& RateLimitFilter::limited_counter(std::size_t rule) const {
+  return *limited_[rule];
+}
+metrics::Counter& RateLimitFilter::store_error_counter(std::size_t rule) const {
+  return *store_errors_[rule];
+}
 
 bool RateLimitFilter::wants(Stage stage) const {
   if (stage == Stage::close) {
@@ -177,8 +193,10 @@ bool RateLimitFilter::wants(Stage stage) const {
       return rule.count == RateRule::Count::errors || rule.count == RateRule::Count::concurrency;
     });
   }
-  return std::any_of(options_.rules.begin(), options_.rules.end(),
-                     [stage](const RateRule& rule) { return counting_stage(rule) == stage; });
+  return std::any_of(options_.rules.begin(), options_.rules.end(), [stage](const RateRule& rule) {
+    // The first RCPT reports what the background checks found.
+    return counting_stage(rule) == stage || (stage == Stage::rcpt && in_background(rule));
+  });
 }
 
 policy::OnError RateLimitFilter::on_error() const {
@@ -245,6 +263,148 @@ Verdict RateLimitFilter::store_failure(const RateRule& rule, const std::string& 
 
 namespace {
 
+namespace asio = boost::asio;
+
+// One rule's store call, prepared at its stage. It carries copies of all it needs, so a
+// call still running after its session (or, after a reload, its filter) is gone touches
+// neither.
+struct Call {
+  std::size_t rule = 0;
+  std::string identity;  // "conn-per-ip:192.0.2.7"
+  std::string key;       // in the store
+  bool concurrency = false;
+  std::string slot;  // concurrency: this session's slot
+  std::int64_t limit = 0;
+  std::chrono::seconds slot_ttl{0};
+  RateSpec rate;
+  std::int64_t cost = 1;
+  RateMode mode = RateMode::consume;
+  StoreTime now = 0;
+  bool refusal_decides = false;  // a refusal ends the stage's checks (not score or log)
+  bool failure_decides = false;  // on_error tempfail
+  metrics::Counter* limited = nullptr;
+  metrics::Counter* store_errors = nullptr;
+  // The answer.
+  StoreResult<RateResult> rate_answer;
+  StoreResult<SlotResult> slot_answer;
+  bool slot_held = false;  // acquired and not handed to a release yet
+};
+
+bool call_failed(const Call& call) {
+  return call.concurrency ? !call.slot_answer.ok() : !call.rate_answer.ok();
+}
+
+bool call_refused(const Call& call) {
+  if (call_failed(call)) return false;
+  return call.concurrency ? !call.slot_answer.value->acquired : !call.rate_answer.value->allowed;
+}
+
+// Whether the stage's later rules go unchecked, as when the stage returned this verdict.
+bool call_decides(const Call& call) {
+  return call_failed(call) ? call.failure_decides : call_refused(call) && call.refusal_decides;
+}
+
+// Counted when the store answers, whether or not a verdict is ever reported.
+void count_answer(Call& call) {
+  if (call_failed(call)) {
+    call.store_errors->inc();
+  } else if (call_refused(call)) {
+    call.limited->inc();
+  } else if (call.concurrency) {
+    call.slot_held = true;
+  }
+}
+
+asio::awaitable<void> perform(Call& call, Store& store) {
+  try {
+    if (call.concurrency) {
+      auto answer =
+          co_await store.acquire_slot(call.key, call.slot, call.limit, call.slot_ttl, call.now);
+      call.slot_answer = std::move(answer);
+    } else {
+      auto answer = co_await store.rate_limit(call.key, call.rate, call.cost, call.mode, call.now);
+      call.rate_answer = std::move(answer);
+    }
+  } catch (const std::exception& error) {
+    // Stores answer failures as values; anything else is a failure too, under on_error.
+    call.slot_answer = StoreResult<SlotResult>::failure(StoreError::failed, error.what());
+    call.rate_answer = StoreResult<RateResult>::failure(StoreError::failed, error.what());
+  }
+  count_answer(call);
+}
+
+asio::awaitable<void> release_all(std::shared_ptr<Store> store,
+                                  std::vector<std::pair<std::string, std::string>> slots) {
+  for (const auto& [key, slot] : slots) co_await store->release_slot(key, slot);
+}
+
+// The background rules of one stage, checked one after the other as the stage checked
+// them when it awaited them: a deciding refusal leaves the later rules uncounted.
+struct Batch {
+  explicit Batch(const asio::any_io_executor& executor) : signal(executor) {
+    signal.expires_at(asio::steady_timer::time_point::max());
+  }
+  Stage origin = Stage::connect;
+  std::vector<Call> calls;
+  std::size_t performed = 0;  // calls[0, performed) have their answer
+  bool done = false;
+  bool reported = false;      // its verdict went to the pipeline, or its transaction ended
+  bool abandoned = false;     // the session is over: the batch gives back the slots it takes
+  asio::steady_timer signal;  // cancelled when done: wakes the waiting session
+};
+
+asio::awaitable<void> run_batch(std::shared_ptr<Batch> batch, std::shared_ptr<Store> store) {
+  for (Call& call : batch->calls) {
+    co_await perform(call, *store);
+    ++batch->performed;
+    if (call_decides(call)) break;
+  }
+  batch->done = true;
+  batch->signal.cancel();
+  std::vector<std::pair<std::string, std::string>> slots;
+  if (batch->abandoned) {
+    for (Call& call : batch->calls)
+      if (call.slot_held) slots.emplace_back(call.key, call.slot);
+  }
+  co_await release_all(store, std::move(slots));
+}
+
+// Folds one rule's verdict into its stage's, rules in config order: a deciding verdict
+// replaces everything (true: stop checking), score lines add up, and the first dry-run
+// refusal is what would have happened.
+bool fold(Verdict& combined, Verdict verdict) {
+  if (verdict.kind != Verdict::Kind::next && !verdict.dry_run) {
+    combined = std::move(verdict);
+    return true;
+  }
+  for (auto& line : verdict.contributions) combined.contributions.push_back(std::move(line));
+  if (verdict.dry_run && combined.kind == Verdict::Kind::next) {
+    combined.kind = verdict.kind;
+    combined.reply = verdict.reply;
+    combined.dry_run = true;
+    combined.filter = verdict.filter;
+    combined.rule = verdict.rule;
+    combined.detail = verdict.detail;
+  }
+  return false;
+}
+
+int severity(Verdict::Kind kind) {
+  switch (kind) {
+    case Verdict::Kind::drop:
+      return 3;
+    case Verdict::Kind::reject:
+      return 2;
+    case Verdict::Kind::tempfail:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+// Enforced verdicts before dry-run ones, then by severity: the pipeline's order.
+int rank(const Verdict& verdict) { return (verdict.dry_run ? 0 : 10) + severity(verdict.kind); }
+
 class RateLimitInstance final : public FilterInstance {
  public:
   RateLimitInstance(const RateLimitFilter& filter, Services& services)
@@ -256,8 +416,9 @@ class RateLimitInstance final : public FilterInstance {
   ~RateLimitInstance() override {
     // Closed without the close stage (an exception upstream): give the slots back anyway;
     // they would expire, but a tight limit should not wait slot_ttl for it.
+    let_go_of_batches();
     if (slots_.empty() || !store_ || !executor_) return;
-    boost::asio::co_spawn(executor_, release_all(store_, std::move(slots_)), boost::asio::detached);
+    asio::co_spawn(executor_, release_all(store_, std::move(slots_)), asio::detached);
   }
 
   void reset_transaction() override {
@@ -265,93 +426,220 @@ class RateLimitInstance final : public FilterInstance {
     for (std::size_t i = 0; i < rules.size(); ++i) {
       if (rules[i].count == RateRule::Count::messages) counted_[i] = false;
     }
+    // The pipeline forgets the transaction's held verdicts; so does the instance. A batch
+    // still running stays listed: close gives back the slot it may take.
+    for (const auto& batch : batches_)
+      if (batch->origin == Stage::mail) batch->reported = true;
+    std::erase_if(withheld_, [](const Verdict& verdict) { return verdict.origin == Stage::mail; });
+    keep_slots_of_finished_batches();
   }
 
-  boost::asio::awaitable<Verdict> on_stage(Stage stage, const SessionContext& context) override {
-    if (!store_) co_return Verdict::next();
-    if (stage == Stage::close) {
+  asio::awaitable<Verdict> on_stage(Stage stage, const SessionContext& context) override {
+    // Straight-line (no early co_return): g++ 12 miscompiles coroutines that return
+    // ahead of their first await (proxy/session.cpp).
+    Verdict verdict;
+    const bool enforcing = stage == Stage::rcpt || stage == Stage::data;
+    if (!store_) {
+      // No store: no limits.
+    } else if (stage == Stage::close) {
       co_await close(context);
-      co_return Verdict::next();
+    } else {
+      if (enforcing) co_await wait_for_batches();
+      Verdict checked = co_await check_in_line(stage, context);
+      if (!enforcing && (checked.kind == Verdict::Kind::next || checked.dry_run))
+        start_batch(stage, context);
+      verdict = enforcing ? report(std::move(checked)) : std::move(checked);
     }
-    const auto& options = filter_.options();
-    Verdict combined;  // score lines of every rule that scored
-    for (std::size_t i = 0; i < options.rules.size(); ++i) {
-      const RateRule& rule = options.rules[i];
-      if (counting_stage(rule) != stage || exempt(rule, context.client_ip)) continue;
-      std::optional<Verdict> verdict = co_await check(i, rule, context);
-      if (!verdict) continue;
-      if (verdict->kind != Verdict::Kind::next && !verdict->dry_run) co_return std::move(*verdict);
-      for (auto& line : verdict->contributions) combined.contributions.push_back(std::move(line));
-      if (verdict->dry_run && combined.kind == Verdict::Kind::next) {
-        combined.kind = verdict->kind;
-        combined.reply = verdict->reply;
-        combined.dry_run = true;
-        combined.filter = verdict->filter;
-        combined.rule = verdict->rule;
-        combined.detail = verdict->detail;
+    co_return verdict;
+  }
+
+ private:
+  // Nothing to do (rule already counted, key unknown, no recipients) -> nullopt.
+  std::optional<Call> prepare(std::size_t index, const SessionContext& context) {
+    const RateRule& rule = filter_.options().rules[index];
+    const bool once = rule.count == RateRule::Count::connections ||
+                      rule.count == RateRule::Count::messages ||
+                      rule.count == RateRule::Count::concurrency;
+    if (once && counted_[index]) return std::nullopt;
+    std::optional<std::string> identity = rate_key(rule, context, filter_.options().client_net);
+    if (!identity) return std::nullopt;
+    counted_[index] = true;
+    Call call;
+    call.rule = index;
+    call.now = store_now();
+    call.refusal_decides =
+        rule.action != policy::RuleAction::score && rule.action != policy::RuleAction::log;
+    call.failure_decides = rule.on_error == policy::OnError::tempfail;
+    call.limited = &filter_.limited_counter(index);
+    call.store_errors = &filter_.store_error_counter(index);
+    if (rule.count == RateRule::Count::concurrency) {
+      call.concurrency = true;
+      call.key = store_key("cc", *identity);
+      call.slot = filter_.options().instance_id + ":" + context.session_id;
+      call.limit = rule.limit;
+      call.slot_ttl = rule.slot_ttl;
+    } else {
+      call.key = store_key("rl", *identity);
+      call.rate = rule.rate;
+      if (rule.count == RateRule::Count::errors) call.mode = RateMode::peek;  // counted at close
+      if (rule.count == RateRule::Count::recipients && rule.stage == Stage::data) {
+        call.cost = static_cast<std::int64_t>(context.recipients.size());
+        if (call.cost == 0) return std::nullopt;
       }
+    }
+    call.identity = std::move(*identity);
+    return call;
+  }
+
+  // The verdict of an answered call; nullopt when it allowed.
+  std::optional<Verdict> judge(const Call& call) const {
+    const RateRule& rule = filter_.options().rules[call.rule];
+    if (call_failed(call)) {
+      const std::string& message =
+          call.concurrency ? call.slot_answer.message : call.rate_answer.message;
+      // One line per failing check would flood the log during an outage: the store logs
+      // its state changes; this counts, and the verdict's detail carries the reason.
+      return filter_.store_failure(
+          rule, fmt::format("{}: store failed ({}), on_error {}", call.identity, message,
+                            rule.on_error == policy::OnError::tempfail ? "tempfail" : "allow"));
+    }
+    if (!call_refused(call)) return std::nullopt;
+    if (call.concurrency) {
+      return filter_.refusal(rule,
+                             fmt::format("{}: {} sessions already open (limit {})", call.identity,
+                                         call.slot_answer.value->in_use, rule.limit));
+    }
+    const auto retry =
+        std::chrono::duration_cast<std::chrono::milliseconds>(call.rate_answer.value->retry_after);
+    return filter_.refusal(
+        rule, fmt::format("{}: over {}/s burst {}, retry in {:.1f}s", call.identity, rule.rate.rate,
+                          rule.rate.burst, static_cast<double>(retry.count()) / 1000));
+  }
+
+  // This stage's rules that are not left to the background, awaited one by one.
+  asio::awaitable<Verdict> check_in_line(Stage stage, const SessionContext& context) {
+    const auto& rules = filter_.options().rules;
+    Verdict combined;
+    bool decided = false;
+    for (std::size_t i = 0; i < rules.size() && !decided; ++i) {
+      const RateRule& rule = rules[i];
+      if (counting_stage(rule) != stage || in_background(rule) || exempt(rule, context.client_ip))
+        continue;
+      std::optional<Call> call = prepare(i, context);
+      if (!call) continue;
+      co_await perform(*call, *store_);
+      if (call->slot_held) slots_.emplace_back(call->key, call->slot);
+      call->slot_held = false;
+      std::optional<Verdict> verdict = judge(*call);
+      if (verdict) decided = fold(combined, std::move(*verdict));
     }
     co_return combined;
   }
 
- private:
-  // Nothing to do (rule already counted, key unknown) -> nullopt.
-  boost::asio::awaitable<std::optional<Verdict>> check(std::size_t index, const RateRule& rule,
-                                                       const SessionContext& context) {
-    const bool once = rule.count == RateRule::Count::connections ||
-                      rule.count == RateRule::Count::messages ||
-                      rule.count == RateRule::Count::concurrency;
-    if (once && counted_[index]) co_return std::nullopt;
-    const std::optional<std::string> identity =
-        rate_key(rule, context, filter_.options().client_net);
-    if (!identity) co_return std::nullopt;
-    counted_[index] = true;
-    const StoreTime now = store_now();
-
-    if (rule.count == RateRule::Count::concurrency) {
-      const std::string key = store_key("cc", *identity);
-      const std::string slot = filter_.options().instance_id + ":" + context.session_id;
-      auto result = co_await store_->acquire_slot(key, slot, rule.limit, rule.slot_ttl, now);
-      if (!result.ok()) co_return failed(index, rule, *identity, result.message);
-      if (result.value->acquired) {
-        slots_.push_back({key, slot});
-        co_return std::nullopt;
+  void start_batch(Stage stage, const SessionContext& context) {
+    const auto& rules = filter_.options().rules;
+    std::shared_ptr<Batch> batch;
+    for (std::size_t i = 0; i < rules.size(); ++i) {
+      const RateRule& rule = rules[i];
+      if (counting_stage(rule) != stage || !in_background(rule) || exempt(rule, context.client_ip))
+        continue;
+      std::optional<Call> call = prepare(i, context);
+      if (!call) continue;
+      if (!batch) {
+        batch = std::make_shared<Batch>(executor_);
+        batch->origin = stage;
       }
-      filter_.count_limited(index);
-      co_return filter_.refusal(rule, fmt::format("{}: {} sessions already open (limit {})",
-                                                  *identity, result.value->in_use, rule.limit));
+      batch->calls.push_back(std::move(*call));
     }
-
-    std::int64_t cost = 1;
-    RateMode mode = RateMode::consume;
-    if (rule.count == RateRule::Count::errors) mode = RateMode::peek;  // counted at close
-    if (rule.count == RateRule::Count::recipients && rule.stage == Stage::data) {
-      cost = static_cast<std::int64_t>(context.recipients.size());
-      if (cost == 0) co_return std::nullopt;
-    }
-    auto result =
-        co_await store_->rate_limit(store_key("rl", *identity), rule.rate, cost, mode, now);
-    if (!result.ok()) co_return failed(index, rule, *identity, result.message);
-    if (result.value->allowed) co_return std::nullopt;
-    filter_.count_limited(index);
-    const auto retry =
-        std::chrono::duration_cast<std::chrono::milliseconds>(result.value->retry_after);
-    co_return filter_.refusal(
-        rule, fmt::format("{}: over {}/s burst {}, retry in {:.1f}s", *identity, rule.rate.rate,
-                          rule.rate.burst, static_cast<double>(retry.count()) / 1000));
+    if (!batch) return;
+    batches_.push_back(batch);
+    asio::co_spawn(executor_, run_batch(batch, store_), asio::detached);
   }
 
-  Verdict failed(std::size_t index, const RateRule& rule, const std::string& identity,
-                 const std::string& message) {
-    filter_.count_store_error(index);
-    // One line per failing check would flood the log during an outage: the store logs
-    // its state changes; this counts, and the verdict's detail carries the reason.
-    return filter_.store_failure(
-        rule, fmt::format("{}: store failed ({}), on_error {}", identity, message,
-                          rule.on_error == policy::OnError::tempfail ? "tempfail" : "allow"));
+  asio::awaitable<void> wait_for_batches() {
+    for (const auto& batch : batches_) {
+      while (!batch->reported && !batch->done) {
+        boost::system::error_code error;
+        co_await batch->signal.async_wait(asio::redirect_error(asio::use_awaitable, error));
+        // Only run_batch's cancel() sets done; anything else is the pipeline's deadline,
+        // whose on_error applies. The batch stays: the next RCPT reports it.
+        if (!batch->done) throw boost::system::system_error(asio::error::operation_aborted);
+      }
+    }
   }
 
-  boost::asio::awaitable<void> close(const SessionContext& context) {
+  // The verdict the batch's stage returned when it awaited its checks.
+  Verdict stage_verdict(const Batch& batch) const {
+    Verdict combined;
+    for (std::size_t i = 0; i < batch.performed; ++i) {
+      std::optional<Verdict> verdict = judge(batch.calls[i]);
+      if (verdict && fold(combined, std::move(*verdict))) break;
+    }
+    return combined;
+  }
+
+  // The background verdicts join this stage's: all score lines at once, with the stage
+  // they belong to, but one refusal per call (the pipeline takes one verdict per filter
+  // and stage). The one the pipeline would have enforced goes first; the others wait for
+  // the next RCPT, where they would have been enforced too.
+  Verdict report(Verdict current) {
+    std::vector<Contribution> lines;
+    for (const auto& batch : batches_) {
+      if (batch->reported) continue;
+      batch->reported = true;
+      Verdict held = stage_verdict(*batch);
+      for (auto& line : held.contributions) {
+        line.stage = stage_name(batch->origin);
+        lines.push_back(std::move(line));
+      }
+      held.contributions.clear();
+      held.origin = batch->origin;
+      if (held.kind != Verdict::Kind::next) withheld_.push_back(std::move(held));
+    }
+    for (auto& line : current.contributions) lines.push_back(std::move(line));
+    current.contributions.clear();
+    // Ties go to the held verdict: the pipeline enforces the earliest of equals.
+    auto best = withheld_.end();
+    for (auto it = withheld_.begin(); it != withheld_.end(); ++it)
+      if (best == withheld_.end() || rank(*it) > rank(*best)) best = it;
+    Verdict verdict;
+    if (best != withheld_.end() &&
+        (current.kind == Verdict::Kind::next || rank(*best) >= rank(current))) {
+      verdict = std::move(*best);
+      withheld_.erase(best);
+    } else {
+      verdict = std::move(current);
+    }
+    verdict.contributions = std::move(lines);
+    keep_slots_of_finished_batches();
+    return verdict;
+  }
+
+  // A batch answered and reported (or forgotten) is done with: the slots it took are the
+  // session's to give back at close, and a long session does not pile batches up.
+  void keep_slots_of_finished_batches() {
+    for (const auto& batch : batches_) {
+      if (!batch->reported || !batch->done) continue;
+      for (Call& call : batch->calls) {
+        if (call.slot_held) slots_.emplace_back(call.key, call.slot);
+        call.slot_held = false;
+      }
+    }
+    std::erase_if(batches_, [](const auto& batch) { return batch->reported && batch->done; });
+  }
+
+  // The session is over: slots taken in the background are given back, by the session
+  // when their call has answered, else by the call when it does.
+  void let_go_of_batches() {
+    for (const auto& batch : batches_) {
+      batch->reported = true;
+      if (!batch->done) batch->abandoned = true;
+    }
+    keep_slots_of_finished_batches();
+    batches_.clear();
+  }
+
+  asio::awaitable<void> close(const SessionContext& context) {
     const auto& rules = filter_.options().rules;
     const std::int64_t errors = context.protocol_errors + context.recipients_rejected;
     for (std::size_t i = 0; i < rules.size() && errors > 0; ++i) {
@@ -362,23 +650,21 @@ class RateLimitInstance final : public FilterInstance {
       // The errors happened: counted even past the limit, so the next session is refused.
       auto result = co_await store_->rate_limit(store_key("rl", *identity), rule.rate, errors,
                                                 RateMode::force, store_now());
-      if (!result.ok()) filter_.count_store_error(i);
+      if (!result.ok()) filter_.store_error_counter(i).inc();
     }
+    let_go_of_batches();
     auto slots = std::move(slots_);
     slots_.clear();
     co_await release_all(store_, std::move(slots));
   }
 
-  static boost::asio::awaitable<void> release_all(
-      std::shared_ptr<Store> store, std::vector<std::pair<std::string, std::string>> slots) {
-    for (const auto& [key, slot] : slots) co_await store->release_slot(key, slot);
-  }
-
   const RateLimitFilter& filter_;
-  boost::asio::any_io_executor executor_;
+  asio::any_io_executor executor_;
   std::shared_ptr<Store> store_;
   std::vector<bool> counted_;  // per rule: counted this session (or transaction)
   std::vector<std::pair<std::string, std::string>> slots_;  // (key, slot) held
+  std::vector<std::shared_ptr<Batch>> batches_;             // background checks not finished with
+  std::vector<Verdict> withheld_;  // background refusals for a later RCPT, in stage order
 };
 
 }  // namespace

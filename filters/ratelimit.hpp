@@ -1,6 +1,8 @@
 // Rate limits and concurrency limits shared by the fleet: each rule counts connections,
 // messages, recipients or errors per key (client IP, client net, HELO, sender, ...) in
-// the store, or holds a slot of an expiring semaphore for the session's lifetime.
+// the store, or holds a slot of an expiring semaphore for the session's lifetime. Rules
+// of the connect, helo and mail stages are checked in the background and reported at the
+// first RCPT, where their verdicts are enforced anyway; `drop` rules are checked at once.
 #pragma once
 
 #include <chrono>
@@ -74,8 +76,10 @@ class RateLimitFilter final : public Filter {
   // The verdict of a rule that refused (or a store failure under on_error tempfail).
   Verdict refusal(const RateRule& rule, const std::string& detail) const;
   Verdict store_failure(const RateRule& rule, const std::string& detail) const;
-  void count_limited(std::size_t rule) const;
-  void count_store_error(std::size_t rule) const;
+  // Per rule; registered once and never freed, so a store call still running after its
+  // session (and this filter, after a reload) is gone may count into them.
+  metrics::Counter& limited_counter(std::size_t rule) const;
+  metrics::Counter& store_error_counter(std::size_t rule) const;
 
  private:
   std::string name_ = "ratelimit";

@@ -1,10 +1,17 @@
-// Reputation: records read as soon as their key is known (IP and net at connect, HELO at
-// helo, sender domain at mail), written once at close with the session's outcome.
+// Reputation: records collected as their key becomes known (IP and net at connect, HELO at
+// helo, sender domain at mail), read in the background and scored at the first RCPT,
+// written once at close with the session's outcome.
 #include "filters/reputation.hpp"
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/system/system_error.hpp>
 #include <cctype>
 
 #include "filters/metrics.hpp"
@@ -117,9 +124,11 @@ void ReputationFilter::count_store_error() const { store_errors_.inc(); }
 
 bool ReputationFilter::wants(Stage stage) const {
   if (stage == Stage::close) return true;
+  // MAIL starts the read of every record known so far; the first RCPT scores them.
+  const bool reading = stage == Stage::mail || stage == Stage::rcpt;
   return std::any_of(std::begin(kKinds), std::end(kKinds), [&](const KeyKind& kind) {
-    return kind.stage == stage && std::find(options_.keys.begin(), options_.keys.end(),
-                                            kind.config) != options_.keys.end();
+    return (reading || kind.stage == stage) && std::find(options_.keys.begin(), options_.keys.end(),
+                                                         kind.config) != options_.keys.end();
   });
 }
 
@@ -139,80 +148,185 @@ std::vector<std::pair<std::string, std::string>> ReputationFilter::keys_at(
 
 namespace {
 
+namespace asio = boost::asio;
+
+// One reputation_get for the records of one or more stages, run in the background. The
+// session shares it with the coroutine, so a session that ends first leaves nothing behind.
+struct Read {
+  explicit Read(const asio::any_io_executor& executor) : signal(executor) {
+    signal.expires_at(asio::steady_timer::time_point::max());
+  }
+  std::vector<std::string> keys;
+  bool done = false;
+  bool error_counted = false;  // one failed call, one count, whichever stage reports it
+  StoreResult<std::vector<Reputation>> records;
+  asio::steady_timer signal;  // cancelled when done: wakes the waiting session
+};
+
+asio::awaitable<void> run_read(std::shared_ptr<Read> read, std::shared_ptr<Store> store,
+                               std::chrono::seconds half_life) {
+  try {
+    auto records = co_await store->reputation_get(read->keys, half_life, store_now());
+    read->records = std::move(records);
+  } catch (const std::exception& error) {
+    read->records = StoreResult<std::vector<Reputation>>::failure(StoreError::failed, error.what());
+  }
+  read->done = true;
+  read->signal.cancel();
+}
+
+// The records that became known at one stage call, scored as that stage used to score
+// them when it awaited its own read.
+struct Group {
+  Stage stage = Stage::connect;
+  std::vector<std::pair<std::string, std::string>> keys;  // (kind and value, store key)
+  std::shared_ptr<Read> read;                             // null until the read starts
+  std::size_t first = 0;                                  // its first record in the read
+};
+
+// Connect, helo and mail verdicts are only enforced at the first RCPT (DESIGN.md), so the
+// records are read in the background, in one call when MAIL has named the sender domain,
+// and scored at the first RCPT of each transaction: the client never waits at
+// connect, helo or mail for the store.
 class ReputationInstance final : public FilterInstance {
  public:
   ReputationInstance(const ReputationFilter& filter, Services& services)
-      : filter_(filter), store_(services.store) {}
+      : filter_(filter), executor_(services.executor), store_(services.store) {}
 
   void reset_transaction() override {
     transaction_sum_ = 0;
     transaction_reported_ = 0;
+    std::erase_if(groups_, [](const Group& group) { return group.stage == Stage::mail; });
   }
 
-  boost::asio::awaitable<Verdict> on_stage(Stage stage, const SessionContext& context) override {
-    if (!store_) co_return Verdict::next();
-    const ReputationOptions& options = filter_.options();
-    const auto keys = filter_.keys_at(stage, context);
-    if (keys.empty()) co_return Verdict::next();
-    std::vector<std::string> store_keys;
-    for (const auto& key : keys) store_keys.push_back(key.second);
-
-    if (stage == Stage::close) {
-      const Outcome outcome = session_outcome(context);
-      if (outcome.good == 0 && outcome.bad == 0) co_return Verdict::next();
-      auto updated = co_await store_->reputation_update(store_keys, outcome.good, outcome.bad,
-                                                        options.half_life, store_now());
-      if (!updated.ok()) filter_.count_store_error();
-      co_return Verdict::next();
-    }
-
-    auto records = co_await store_->reputation_get(store_keys, options.half_life, store_now());
-    if (!records.ok()) {
-      filter_
-          .count_store_error();  // advisory evidence: without it the session is judged on the rest
-      co_return Verdict::next();
-    }
-    std::string detail;
-    double sum = 0;
-    for (std::size_t i = 0; i < keys.size(); ++i) {
-      const Reputation& record = (*records.value)[i];
-      const double score = reputation_score(record, options);
-      sum += score;
-      if (record.good + record.bad <= 0) continue;
-      if (!detail.empty()) detail += "; ";
-      detail += fmt::format("{} good {:.1f} bad {:.1f} score {:.2f}", keys[i].first, record.good,
-                            record.bad, score);
-    }
-    // Bounded over all records: the IP, its net and its names are one piece of evidence.
-    double delta = 0;
-    if (stage == Stage::mail) {
-      transaction_sum_ += sum;
-      const double bounded =
-          std::clamp(session_sum_ + transaction_sum_, options.min_score, options.max_score) -
-          session_reported_;
-      delta = bounded - transaction_reported_;
-      transaction_reported_ = bounded;
-    } else {
-      session_sum_ += sum;
-      const double bounded = std::clamp(session_sum_, options.min_score, options.max_score);
-      delta = bounded - session_reported_;
-      session_reported_ = bounded;
-    }
-    if (delta == 0 || detail.empty()) co_return Verdict::next();
+  asio::awaitable<Verdict> on_stage(Stage stage, const SessionContext& context) override {
+    // Straight-line (no early co_return): g++ 12 miscompiles coroutines that return
+    // ahead of their first await (proxy/session.cpp).
     Verdict verdict;
-    verdict.filter = filter_.name();
-    verdict.rule = "reputation";
-    verdict.detail = detail;
-    verdict.contributions.push_back(
-        {filter_.name(), "reputation", delta, detail, "", false,
-         delta > 0 ? fmt::format("client [{}] has a poor reputation", context.client_ip) : ""});
+    if (!store_) {
+      // No store configured: no reputation.
+    } else if (stage == Stage::close) {
+      co_await update(context);
+    } else if (stage == Stage::rcpt) {
+      start_read();
+      co_await wait_for_reads();
+      verdict = score(context);
+    } else {
+      collect(stage, context);
+      if (stage == Stage::mail) start_read();
+    }
     co_return verdict;
   }
 
  private:
+  void collect(Stage stage, const SessionContext& context) {
+    auto keys = filter_.keys_at(stage, context);
+    if (keys.empty()) return;
+    Group group;
+    group.stage = stage;
+    group.keys = std::move(keys);
+    groups_.push_back(std::move(group));
+  }
+
+  // One store call for every record no read has asked for yet.
+  void start_read() {
+    std::shared_ptr<Read> read;
+    for (Group& group : groups_) {
+      if (group.read) continue;
+      if (!read) read = std::make_shared<Read>(executor_);
+      group.read = read;
+      group.first = read->keys.size();
+      for (const auto& key : group.keys) read->keys.push_back(key.second);
+    }
+    if (!read) return;
+    asio::co_spawn(executor_, run_read(read, store_, filter_.options().half_life), asio::detached);
+  }
+
+  asio::awaitable<void> wait_for_reads() {
+    for (const Group& group : groups_) {
+      while (!group.read->done) {
+        boost::system::error_code error;
+        co_await group.read->signal.async_wait(asio::redirect_error(asio::use_awaitable, error));
+        // Only run_read's cancel() sets done; anything else is the pipeline's deadline,
+        // whose on_error applies. The groups stay: the next RCPT reports them.
+        if (!group.read->done) throw boost::system::system_error(asio::error::operation_aborted);
+      }
+    }
+  }
+
+  // The score lines each stage would have given, in stage order, each with its stage so
+  // that the pipeline keeps the session's over a reset and drops the transaction's.
+  Verdict score(const SessionContext& context) {
+    const ReputationOptions& options = filter_.options();
+    Verdict verdict;
+    for (const Group& group : groups_) {
+      Read& read = *group.read;
+      if (!read.records.ok() || read.records.value->size() != read.keys.size()) {
+        // Advisory evidence: without it the session is judged on the rest.
+        if (!read.error_counted) filter_.count_store_error();
+        read.error_counted = true;
+        continue;
+      }
+      std::string detail;
+      double sum = 0;
+      for (std::size_t i = 0; i < group.keys.size(); ++i) {
+        const Reputation& record = (*read.records.value)[group.first + i];
+        const double record_score = reputation_score(record, options);
+        sum += record_score;
+        if (record.good + record.bad <= 0) continue;
+        if (!detail.empty()) detail += "; ";
+        detail += fmt::format("{} good {:.1f} bad {:.1f} score {:.2f}", group.keys[i].first,
+                              record.good, record.bad, record_score);
+      }
+      // Bounded over all records: the IP, its net and its names are one piece of evidence.
+      double delta = 0;
+      if (group.stage == Stage::mail) {
+        transaction_sum_ += sum;
+        const double bounded =
+            std::clamp(session_sum_ + transaction_sum_, options.min_score, options.max_score) -
+            session_reported_;
+        delta = bounded - transaction_reported_;
+        transaction_reported_ = bounded;
+      } else {
+        session_sum_ += sum;
+        const double bounded = std::clamp(session_sum_, options.min_score, options.max_score);
+        delta = bounded - session_reported_;
+        session_reported_ = bounded;
+      }
+      if (delta == 0 || detail.empty()) continue;
+      if (!verdict.detail.empty()) verdict.detail += "; ";
+      verdict.detail += detail;
+      verdict.contributions.push_back(
+          {filter_.name(), "reputation", delta, detail, stage_name(group.stage), false,
+           delta > 0 ? fmt::format("client [{}] has a poor reputation", context.client_ip) : ""});
+    }
+    groups_.clear();
+    if (!verdict.contributions.empty()) {
+      verdict.filter = filter_.name();
+      verdict.rule = "reputation";
+    }
+    return verdict;
+  }
+
+  // The session's outcome, written once at close (the client is gone by then).
+  asio::awaitable<void> update(const SessionContext& context) {
+    const Outcome outcome = session_outcome(context);
+    std::vector<std::string> keys;
+    if (outcome.good != 0 || outcome.bad != 0)
+      for (const auto& key : filter_.keys_at(Stage::close, context)) keys.push_back(key.second);
+    if (!keys.empty()) {
+      const ReputationOptions& options = filter_.options();
+      auto updated = co_await store_->reputation_update(keys, outcome.good, outcome.bad,
+                                                        options.half_life, store_now());
+      if (!updated.ok()) filter_.count_store_error();
+    }
+  }
+
   const ReputationFilter& filter_;
+  asio::any_io_executor executor_;
   std::shared_ptr<Store> store_;
-  double session_sum_ = 0;  // connect and helo records
+  std::vector<Group> groups_;  // not scored yet, in stage order
+  double session_sum_ = 0;     // connect and helo records
   double session_reported_ = 0;
   double transaction_sum_ = 0;  // the sender domain's record
   double transaction_reported_ = 0;
