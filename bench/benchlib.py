@@ -304,6 +304,9 @@ class Mxgate:
             "relay_domains": [RELAY_DOMAIN],
             "limits": {"max_connections": 20000, "max_connections_per_ip": 20000},
             "log": {"rejections": os.path.join(self.dir, "rejections.jsonl")},
+            # No filters means no DNS either: the client-name lookup (on by default) would
+            # ask the machine's resolver. The full pipeline turns it back on.
+            "dns": {"reverse_lookup": False},
         }
         self.config = harness.deep_merge(config, extra_config or {})
         with open(self.config_path, "w") as f:
@@ -356,7 +359,9 @@ def full_pipeline_config(rbldnsd, redis, rules_paths):
     dnsbl = [{"zone": zone, "match": "127.0.0.[2..11]",
               "weight": -0.5 if zone.startswith("wl.") else 1} for zone in DNS_ZONES]
     return {
-        "dns": {"servers": [f"{HOST}:{rbldnsd.port}"], "timeout": "2s"},
+        # The client's name too, as in production: rbldnsd refuses the PTR query (not its
+        # zone), so each session pays one loopback round trip and XCLIENT says TEMPUNAVAIL.
+        "dns": {"servers": [f"{HOST}:{rbldnsd.port}"], "timeout": "2s", "reverse_lookup": True},
         "dnsbl": dnsbl,
         "redis": {"address": f"{HOST}:{redis.port}", "timeout": "500ms"},
         "ratelimit": [

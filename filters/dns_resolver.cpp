@@ -14,6 +14,8 @@
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -54,6 +56,91 @@ struct QueryState {
   DnsAnswer answer;
 };
 
+DnsAnswer malformed(const char* why) {
+  DnsAnswer answer;
+  answer.status = DnsAnswer::Status::error;
+  answer.error = why;
+  return answer;
+}
+
+// The PTR records of an answer, by hand: ares_parse_ptr_reply's hostent keeps no TTL,
+// and which names it files as aliases has changed between c-ares versions.
+DnsAnswer parse_ptr_answer(const unsigned char* buffer, int length) {
+  auto read16 = [](const unsigned char* at) { return (at[0] << 8) | at[1]; };
+  // The answer comes from the network: ares_expand_name bounds its own reads, and each
+  // fixed-size part is checked against what is left before it is read.
+  auto skip_name = [&](const unsigned char*& at) {
+    char* name = nullptr;
+    long used = 0;
+    if (ares_expand_name(at, buffer, length, &name, &used) != ARES_SUCCESS) return false;
+    ares_free_string(name);
+    at += used;
+    return true;
+  };
+  if (length < NS_HFIXEDSZ) return malformed("answer shorter than a DNS header");
+  const unsigned char* const end = buffer + length;
+  const unsigned char* at = buffer + NS_HFIXEDSZ;
+  const int questions = read16(buffer + 4);
+  const int records = read16(buffer + 6);
+  for (int i = 0; i < questions; ++i) {
+    if (!skip_name(at) || end - at < NS_QFIXEDSZ) return malformed("malformed question");
+    at += NS_QFIXEDSZ;
+  }
+  DnsAnswer answer;
+  std::uint32_t ttl = UINT32_MAX;
+  for (int i = 0; i < records; ++i) {
+    if (!skip_name(at) || end - at < NS_RRFIXEDSZ) return malformed("malformed record");
+    const int type = read16(at);
+    const int klass = read16(at + 2);
+    const std::uint32_t record_ttl = (static_cast<std::uint32_t>(read16(at + 4)) << 16) |
+                                     static_cast<std::uint32_t>(read16(at + 6));
+    const int data_length = read16(at + 8);
+    at += NS_RRFIXEDSZ;
+    if (end - at < data_length) return malformed("record data past the end of the answer");
+    // A CNAME (RFC 2317 classless delegation) comes first; its target's PTRs follow.
+    if (type == ns_t_ptr && klass == ns_c_in) {
+      char* name = nullptr;
+      long used = 0;
+      if (ares_expand_name(at, buffer, length, &name, &used) != ARES_SUCCESS)
+        return malformed("malformed PTR name");
+      answer.names.emplace_back(name);
+      ares_free_string(name);
+      ttl = std::min(ttl, record_ttl);
+    }
+    at += data_length;
+  }
+  if (answer.names.empty()) {
+    answer.status = DnsAnswer::Status::nodata;
+    return answer;
+  }
+  // RFC 2181 8: a TTL with the top bit set is read as 0.
+  answer.ttl = std::chrono::seconds(ttl > INT32_MAX ? 0 : ttl);
+  answer.status = DnsAnswer::Status::ok;
+  return answer;
+}
+
+DnsAnswer parse_aaaa_answer(unsigned char* buffer, int length) {
+  DnsAnswer answer;
+  ares_addr6ttl records[32];
+  int count = 32;
+  int parsed = ares_parse_aaaa_reply(buffer, length, nullptr, records, &count);
+  if (parsed == ARES_ENODATA || (parsed == ARES_SUCCESS && count == 0)) {
+    answer.status = DnsAnswer::Status::nodata;
+    return answer;
+  }
+  if (parsed != ARES_SUCCESS) return malformed(ares_strerror(parsed));
+  int ttl = records[0].ttl;
+  for (int i = 0; i < count; ++i) {
+    std::array<std::uint8_t, 16> address;
+    std::memcpy(address.data(), records[i].ip6addr._S6_un._S6_u8, address.size());
+    answer.ipv6_addresses.push_back(address);
+    ttl = std::min(ttl, records[i].ttl);
+  }
+  answer.ttl = std::chrono::seconds(std::max(ttl, 0));
+  answer.status = DnsAnswer::Status::ok;
+  return answer;
+}
+
 DnsAnswer parse_answer(int type, int status, unsigned char* buffer, int length) {
   DnsAnswer answer;
   switch (status) {
@@ -74,6 +161,8 @@ DnsAnswer parse_answer(int type, int status, unsigned char* buffer, int length) 
       answer.error = ares_strerror(status);
       return answer;
   }
+  if (type == ns_t_ptr) return parse_ptr_answer(buffer, length);
+  if (type == ns_t_aaaa) return parse_aaaa_answer(buffer, length);
   if (type == ns_t_a) {
     ares_addrttl records[32];
     int count = 32;
@@ -304,6 +393,14 @@ asio::awaitable<DnsAnswer> DnsResolver::query_a(std::string name) {
 
 asio::awaitable<DnsAnswer> DnsResolver::query_txt(std::string name) {
   return query(std::move(name), ns_t_txt);
+}
+
+asio::awaitable<DnsAnswer> DnsResolver::query_ptr(std::string name) {
+  return query(std::move(name), ns_t_ptr);
+}
+
+asio::awaitable<DnsAnswer> DnsResolver::query_aaaa(std::string name) {
+  return query(std::move(name), ns_t_aaaa);
 }
 
 asio::awaitable<DnsAnswer> DnsResolver::query(std::string name, int type) {

@@ -1,7 +1,9 @@
-// An asynchronous DNS client for DNS list lookups: c-ares driven by Asio (its sockets
-// watched with async_wait, its retransmissions by a timer), one channel per worker thread.
+// An asynchronous DNS client for DNS lists and the client's name: c-ares driven by Asio
+// (its sockets watched with async_wait, its retransmissions by a timer), one channel per
+// worker thread.
 #pragma once
 
+#include <array>
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <chrono>
@@ -24,6 +26,8 @@ struct DnsAnswer {
   Status status = Status::error;
   std::vector<std::uint32_t> addresses;  // A records, host byte order
   std::vector<std::string> texts;        // TXT records, each record's strings joined
+  std::vector<std::array<std::uint8_t, 16>> ipv6_addresses;  // AAAA records, network order
+  std::vector<std::string> names;        // PTR records, as c-ares spells them (no final dot)
   std::chrono::seconds ttl{0};           // smallest TTL of the answer records
   std::string error;                     // c-ares' words, for the log
 
@@ -52,6 +56,10 @@ class DnsResolver : public std::enable_shared_from_this<DnsResolver> {
 
   boost::asio::awaitable<DnsAnswer> query_a(std::string name);
   boost::asio::awaitable<DnsAnswer> query_txt(std::string name);
+  // `name` is the reverse name ("1.2.0.192.in-addr.arpa"); CNAMEs of RFC 2317 classless
+  // delegations are followed by the server, their PTR records collected here.
+  boost::asio::awaitable<DnsAnswer> query_ptr(std::string name);
+  boost::asio::awaitable<DnsAnswer> query_aaaa(std::string name);
 
   const boost::asio::any_io_executor& executor() const;
   std::uint64_t queries_sent() const;  // for tests and the bench: cache hits send none

@@ -24,6 +24,7 @@
 #include "filters/metrics.hpp"
 #include "filters/ratelimit.hpp"
 #include "filters/reputation.hpp"
+#include "filters/reverse_dns.hpp"
 #include "filters/store.hpp"
 #include "filters/uribl.hpp"
 
@@ -206,6 +207,9 @@ std::shared_ptr<const Pipeline> Pipeline::build(const policy::Config& config) {
   }
   if (HeloCheckOptions helo = helo_options(config); helo.enabled())
     filters.push_back(std::make_unique<HeloFilter>(std::move(helo)));
+  if (const auto& rdns = config.rdns_checks; rdns.enabled() && config.dns.reverse_lookup)
+    filters.push_back(std::make_unique<RdnsFilter>(RdnsCheckOptions{
+        rdns.missing, rdns.unverified, rdns.dynamic, rdns.dynamic_patterns}));
   if (!config.dnsbl.empty()) {
     DnsblOptions options;
     options.probe = config.dns.probe;

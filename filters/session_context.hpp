@@ -10,12 +10,24 @@
 
 namespace mxgate::filters {
 
+// How the client's name was settled: reverse DNS with forward confirmation, Postfix's
+// "unknown" client split into its causes.
+enum class ClientNameStatus {
+  unknown,     // not looked up (dns.reverse_lookup off, not an IP) or not finished yet
+  verified,    // a PTR name that resolves back to the client's address
+  no_ptr,      // the address has no PTR record
+  unverified,  // PTR names, none resolving back to the address
+  tempfail,    // a DNS error or timeout (XCLIENT NAME=[TEMPUNAVAIL])
+};
+
 struct SessionContext {
   std::string session_id;        // also the prefix of log refs
   std::string client_ip;         // textual, after PROXY protocol
   std::uint16_t client_port = 0;
   bool client_is_ipv6 = false;
   std::string client_name;       // verified PTR name, empty when unknown
+  std::string client_ptr;        // the first PTR name, verified or not (for the log)
+  ClientNameStatus client_name_status = ClientNameStatus::unknown;
   std::string helo;              // as sent (EHLO/HELO argument)
   bool esmtp = false;
   bool tls = false;

@@ -120,6 +120,10 @@ struct DnsConfig {
   // INVALID for domain lists): a failing list is suspended until a probe passes.
   bool probe = true;
   Duration probe_interval = std::chrono::minutes(10);
+  // The client's name by reverse DNS with forward confirmation (Postfix's peer name
+  // lookup): for logs, XCLIENT NAME and rdns_checks. Bounded by `timeout`, awaited at the
+  // first RCPT, never before the greeting.
+  bool reverse_lookup = true;
 };
 
 enum class OnError { allow, tempfail };
@@ -144,6 +148,22 @@ struct HeloChecksConfig {
   double our_address = 0;   // claims one of our_addresses
   std::vector<std::string> our_names;      // besides hostname; lower-case
   std::vector<std::string> our_addresses;  // empty: the listen addresses
+};
+
+// Reverse DNS checks on the client, each adding its score (0: the check is off).
+struct RdnsChecksConfig {
+  double missing = 0;     // no PTR record (Postfix reject_unknown_reverse_client_hostname)
+  double unverified = 0;  // no PTR name resolves back to the client
+                          // (reject_unknown_client_hostname)
+  double dynamic = 0;     // the name embeds the client's address or matches dynamic_patterns
+  // RE2, searched in the lower-case name without its trailing dot: names ISPs give to
+  // dial-up, DSL and cable pools, where infected home PCs send from.
+  std::vector<std::string> dynamic_patterns{
+      R"((^|[.-])(dyn|dynamic|dhcp|dialup|dial-?in|pool|ppp|pppoe|a?dsl|xdsl|vdsl|cable|catv|broadband|ftth|client|cust|customer|user|res|host)-?\d)",
+      R"((^|[.-])(dynamic|dyn|dhcp|dialup|dial-?in|pool|ppp|pppoe|a?dsl|xdsl|vdsl|cable|catv|broadband|ftth|residential)([.-]|$))",
+  };
+
+  bool enabled() const { return missing != 0 || unverified != 0 || dynamic != 0; }
 };
 
 struct ScoringConfig {
@@ -259,6 +279,7 @@ struct Config {
   bool dry_run = false;               // compute and log verdicts, enforce none
   EarlyTalkerConfig early_talker;
   HeloChecksConfig helo_checks;
+  RdnsChecksConfig rdns_checks;
   std::vector<DnsblRule> dnsbl;
   std::vector<AccessRule> access;
   std::vector<RateLimitRule> ratelimit;

@@ -3,6 +3,7 @@
 #include "policy/loader.hpp"
 
 #include <fmt/format.h>
+#include <re2/re2.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -364,6 +365,7 @@ void parse_dns(Context& context, const YAML::Node& node, DnsConfig& dns) {
   fields.read_integer("cache_size", dns.cache_size, 0, 100000000);
   fields.read_bool("probe", dns.probe);
   fields.read_duration("probe_interval", dns.probe_interval, 1min, 24h);
+  fields.read_bool("reverse_lookup", dns.reverse_lookup);
   if (dns.min_ttl > dns.max_ttl) {
     fields.error("min_ttl", "min_ttl (" + format_duration(dns.min_ttl) + ") exceeds max_ttl (" +
                                 format_duration(dns.max_ttl) + ")");
@@ -444,6 +446,29 @@ void parse_helo_checks(Context& context, const YAML::Node& node, HeloChecksConfi
   }
 }
 
+void parse_rdns_checks(Context& context, const YAML::Node& node, RdnsChecksConfig& rdns) {
+  Fields fields(context, node, "rdns_checks");
+  using detail::kMaxScore;
+  fields.read_number("missing", rdns.missing, -kMaxScore, kMaxScore);
+  fields.read_number("unverified", rdns.unverified, -kMaxScore, kMaxScore);
+  fields.read_number("dynamic", rdns.dynamic, -kMaxScore, kMaxScore);
+  // Not list files: their '#' comments and trimming would change a pattern.
+  if (auto items = fields.read_list("dynamic_patterns", false)) {
+    rdns.dynamic_patterns.clear();
+    for (const ListItem& item : *items) {
+      // Compiled here only to be validated; filters/reverse_dns compiles its own.
+      RE2::Options options;
+      options.set_log_errors(false);
+      RE2 regex(item.value, options);
+      if (regex.ok())
+        rdns.dynamic_patterns.push_back(item.value);
+      else
+        context.error(item.mark, item.path,
+                      "invalid regular expression '" + item.value + "': " + regex.error());
+    }
+  }
+}
+
 template <typename Section, typename Parse>
 void parse_section(Fields& root, std::string_view key, Section& section, Parse parse) {
   if (const YAML::Node* node = root.find(key)) parse(root.context(), *node, section);
@@ -481,6 +506,12 @@ void parse_config(Context& context, const YAML::Node& node, Config& config) {
   root.read_bool("dry_run", config.dry_run);
   parse_section(root, "early_talker", config.early_talker, parse_early_talker);
   parse_section(root, "helo_checks", config.helo_checks, parse_helo_checks);
+  parse_section(root, "rdns_checks", config.rdns_checks, parse_rdns_checks);
+  if (config.rdns_checks.enabled() && !config.dns.reverse_lookup) {
+    // The checks judge the reverse lookup's answer: without it they could never fire.
+    context.error(root.mark_of("rdns_checks"), "rdns_checks",
+                  "needs dns.reverse_lookup: true (the checks judge its answer)");
+  }
   detail::parse_rule_sections(root, config);
 }
 

@@ -191,7 +191,9 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
     std::string addr = client.ipv6 ? "IPV6:" + client.address : client.address;
     std::string first = "XCLIENT ADDR=" + xtext_encode(addr) +
                         " PORT=" + std::to_string(client.port) + " NAME=" +
-                        (client.name.empty() ? std::string("[UNAVAILABLE]") : xtext_encode(client.name)) +
+                        (!client.name.empty() ? xtext_encode(client.name)
+                         : client.name_tempfail ? std::string("[TEMPUNAVAIL]")
+                                                : std::string("[UNAVAILABLE]")) +
                         " PROTO=" + (client.esmtp ? "ESMTP" : "SMTP");
     std::vector<std::string> commands;
     std::string helo_attribute =

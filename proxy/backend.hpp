@@ -21,6 +21,7 @@ struct ClientIdentity {
   bool ipv6 = false;
   std::uint16_t port = 0;
   std::string name;        // verified PTR, empty = unknown
+  bool name_tempfail = false;  // name unknown as DNS failed: NAME=[TEMPUNAVAIL]
   std::string helo;
   bool esmtp = true;
 };

@@ -152,12 +152,41 @@ std::string Session::client_label() const {
 
 void Session::reply(const Reply& reply) { reply.append_to(stream_.output()); }
 
+void Session::start_client_name_lookup() {
+  const auto& resolver = generation_->services[worker_index_]->resolver;
+  if (!config_.dns.reverse_lookup || !resolver || !filters::reverse_lookup_name(context_.client_ip))
+    return;
+  // The lookup may outlive the session (bounded by dns.timeout): it holds no reference.
+  std::weak_ptr<Session> weak = weak_from_this();
+  client_name_lookup_ = filters::ReverseDnsLookup::start(
+      resolver, context_.client_ip, config_.dns.timeout,
+      [weak](const filters::ReverseDnsResult& result) {
+        std::shared_ptr<Session> self = weak.lock();
+        if (!self) return;
+        self->context_.client_name = result.name;
+        self->context_.client_ptr = result.ptr;
+        self->context_.client_name_status = result.status;
+        if (result.status != filters::ClientNameStatus::verified)
+          spdlog::debug("{} {}: client name {}: {}", self->context_.session_id,
+                        self->client_label(), filters::client_name_status_name(result.status),
+                        result.detail);
+      });
+}
+
+awaitable<void> Session::settle_client_name() {
+  if (client_name_lookup_ && !client_name_lookup_->done()) co_await client_name_lookup_->wait();
+}
+
 json::object Session::session_fields() const {
   json::object event;
   event["session"] = context_.session_id;
   event["client_ip"] = context_.client_ip;
   event["client_port"] = context_.client_port;
   event["client_name"] = context_.client_name;
+  // The PTR name when it was not verified (or another PTR name was): support sees what
+  // the address owner claims even when Postfix would say "unknown".
+  if (!context_.client_ptr.empty() && context_.client_ptr != context_.client_name)
+    event["client_ptr"] = context_.client_ptr;
   event["helo"] = context_.helo;
   event["tls"] = context_.tls ? stream_.tls_description() : std::string();
   event["from"] = in_transaction_ ? json::value(context_.sender) : json::value(nullptr);
@@ -355,6 +384,7 @@ awaitable<bool> Session::admit_and_greet() {
   stream_.socket().set_option(asio::ip::tcp::no_delay(true), ignored);
 
   pipeline_ = generation_->pipeline->start(*generation_->services[worker_index_]);
+  start_client_name_lookup();
   context_.score_sheet = &pipeline_->contributions();
   Decision decision = co_await run_stage(Stage::connect);
   if (decision.action == Decision::Action::drop) {
@@ -558,6 +588,7 @@ awaitable<Session::Flow> Session::on_rcpt(std::string_view argument) {
     co_return refuse(replies::relay_denied(parsed.address.full()), "rcpt",
                      "relay access denied: " + relay.reason, "relay", relay.reason);
   }
+  co_await settle_client_name();
   Decision decision = co_await run_stage(Stage::rcpt);
   first_rcpt_done_ = true;
   if (decision.action != Decision::Action::proceed) {
@@ -592,10 +623,12 @@ awaitable<bool> Session::ensure_backend_transaction(Reply& failure) {
     backend_transaction_ = false;
   }
   if (!backend_) {
+    co_await settle_client_name();
     backend_ = std::make_unique<Backend>(stream_.executor(), config_.backend, config_.hostname,
                                          generation_->tls_client.get());
     ClientIdentity identity{context_.client_ip, context_.client_is_ipv6, context_.client_port,
                             context_.client_name, context_.helo, context_.esmtp};
+    identity.name_tempfail = context_.client_name_status == filters::ClientNameStatus::tempfail;
     Reply opened = co_await backend_->open(identity);
     if (!backend_->is_open()) {
       failure = opened;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "filters/pipeline.hpp"
+#include "filters/reverse_dns.hpp"
 #include "proxy/backend.hpp"
 #include "proxy/server.hpp"
 #include "proxy/smtp/address.hpp"
@@ -78,6 +79,10 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::json::object session_fields() const;
   bool count_error();
   std::string client_label() const;   // "name[addr]" as Postfix logs it
+  // The client's name is looked up beside the session (the greeting does not wait) and
+  // settled, within dns.timeout, before the first RCPT verdict and before XCLIENT.
+  void start_client_name_lookup();
+  boost::asio::awaitable<void> settle_client_name();
   void release_in_flight();
 
   std::shared_ptr<const Generation> generation_;
@@ -88,6 +93,7 @@ class Session : public std::enable_shared_from_this<Session> {
   std::unique_ptr<filters::PipelineSession> pipeline_;
   std::unique_ptr<Backend> backend_;
   filters::SessionContext context_;
+  std::shared_ptr<filters::ReverseDnsLookup> client_name_lookup_;
 
   bool admitted_ = false;
   bool helo_seen_ = false;

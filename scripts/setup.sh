@@ -22,7 +22,7 @@ build_deps=(
   libgmime-3.0-dev libpsl-dev libidn2-dev libcli11-dev zlib1g-dev
 )
 test_deps=(
-  redis-server rbldnsd postfix swaks libnet-ssleay-perl libio-socket-ssl-perl haproxy python3 openssl procps iproute2 netcat-openbsd
+  redis-server rbldnsd dnsmasq-base postfix swaks libnet-ssleay-perl libio-socket-ssl-perl haproxy python3 openssl procps iproute2 netcat-openbsd
 )
 
 missing=()

@@ -24,6 +24,9 @@ import time
 import unittest
 
 HOST = "127.0.0.1"
+# A DNS server address where nothing listens (a privileged UDP port no test binds): a
+# query to it is refused at once (ICMP port unreachable), it never times out.
+CLOSED_DNS_SERVER = "127.0.0.1:1"
 # Default bound on any single wait; a test never hangs longer than this per step.
 TIMEOUT = 10.0
 SOURCE_DIR = os.environ.get(
@@ -749,7 +752,17 @@ class Mxgate:
                             "connect_timeout": "2s"},
                 "relay_domains": ["example.org"],
                 "log": {"rejections": self.rejections_path},
+                # Every session looks its client's name up (dns.reverse_lookup is on by
+                # default): here against a closed port, refused at once, so the production
+                # path runs and nothing waits on the machine's resolver.
+                "dns": {"servers": [CLOSED_DNS_SERVER]},
             }
+            test_dns = (config or {}).get("dns") or {}
+            if "servers" in test_dns and "reverse_lookup" not in test_dns:
+                # A test that brings its own DNS servers is about DNS lists and their
+                # timing (a dead list must not delay an allowlisted client): its reverse
+                # lookups stay off unless it asks for them.
+                defaults["dns"]["reverse_lookup"] = False
             text = to_yaml(deep_merge(defaults, config or {})) + "\n"
         with open(self.config_path, "w") as f:
             f.write(text)

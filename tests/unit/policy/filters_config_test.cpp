@@ -1,5 +1,6 @@
 // The keys of the pipeline and postscreen-style filters: limits.filter_timeout, the dns
-// list probes, early_talker and helo_checks; their defaults and their file:line errors.
+// list probes, early_talker, helo_checks, dns.reverse_lookup and rdns_checks; their
+// defaults and their file:line errors.
 #include <gtest/gtest.h>
 
 #include "policy/loader.hpp"
@@ -38,6 +39,50 @@ TEST(FiltersConfig, Defaults) {
   EXPECT_EQ(config->dns.probe_interval, 10min);
   EXPECT_EQ(config->early_talker.greet_pause, 0s);  // off
   EXPECT_EQ(config->helo_checks.invalid, 0);        // off
+  EXPECT_TRUE(config->dns.reverse_lookup);
+  EXPECT_FALSE(config->rdns_checks.enabled());     // off
+  EXPECT_EQ(config->rdns_checks.dynamic_patterns.size(), 2u);
+}
+
+TEST(FiltersConfig, ReverseDnsChecks) {
+  auto config = load_ok(R"(hostname: mx.test
+dns: { reverse_lookup: true }
+rdns_checks:
+  missing: 3
+  unverified: 1.5
+  dynamic: 2
+  dynamic_patterns: ['(^|[.-])dsl\d', 'pool']
+)");
+  ASSERT_TRUE(config);
+  EXPECT_EQ(config->rdns_checks.missing, 3);
+  EXPECT_EQ(config->rdns_checks.unverified, 1.5);
+  EXPECT_EQ(config->rdns_checks.dynamic, 2);
+  EXPECT_EQ(config->rdns_checks.dynamic_patterns,
+            (std::vector<std::string>{"(^|[.-])dsl\\d", "pool"}));
+  EXPECT_TRUE(config->rdns_checks.enabled());
+  auto off = load_ok("dns: { reverse_lookup: false }\n");
+  ASSERT_TRUE(off);
+  EXPECT_FALSE(off->dns.reverse_lookup);
+  // An empty list keeps only the built-in check (the address inside the name).
+  auto empty = load_ok("rdns_checks: { dynamic: 1, dynamic_patterns: [] }\n");
+  ASSERT_TRUE(empty);
+  EXPECT_TRUE(empty->rdns_checks.dynamic_patterns.empty());
+}
+
+TEST(FiltersConfig, ReverseDnsErrors) {
+  EXPECT_EQ(errors_of("dns: { reverse_lookup: sometimes }\n"),
+            std::vector<std::string>{
+                "test.yaml:1:24: dns.reverse_lookup: expected true or false, got 'sometimes'"});
+  EXPECT_EQ(errors_of("rdns_checks:\n  dynamic: 1\n  dynamic_patterns: ['ok', 'dsl(']\n"),
+            std::vector<std::string>{
+                "test.yaml:3:28: rdns_checks.dynamic_patterns[1]: invalid regular expression "
+                "'dsl(': missing ): dsl("});
+  EXPECT_TRUE(has_error("rdns_checks: { mising: 1 }\n", "unknown key 'mising'"));
+  EXPECT_TRUE(has_error("rdns_checks: { unverified: lots }\n", "rdns_checks.unverified"));
+  // The checks judge the lookup's answer: on without it, they would never fire.
+  EXPECT_EQ(errors_of("dns: { reverse_lookup: false }\nrdns_checks: { missing: 2 }\n"),
+            std::vector<std::string>{"test.yaml:2:14: rdns_checks: needs dns.reverse_lookup: "
+                                     "true (the checks judge its answer)"});
 }
 
 TEST(FiltersConfig, AllKeys) {

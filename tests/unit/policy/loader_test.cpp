@@ -787,6 +787,7 @@ TEST(ExampleConfig, DocumentsTheTrueDefaults) {
   EXPECT_EQ(loaded.dns.min_ttl, defaults.dns.min_ttl);
   EXPECT_EQ(loaded.dns.max_ttl, defaults.dns.max_ttl);
   EXPECT_EQ(loaded.dns.cache_size, defaults.dns.cache_size);
+  EXPECT_EQ(loaded.dns.reverse_lookup, defaults.dns.reverse_lookup);
   EXPECT_EQ(loaded.scoring.tag, defaults.scoring.tag);
   EXPECT_EQ(loaded.scoring.tempfail, defaults.scoring.tempfail);
   EXPECT_EQ(loaded.scoring.reject, defaults.scoring.reject);
@@ -803,7 +804,7 @@ std::string uncomment_examples(const std::string& text) {
   while (std::getline(input, line)) {
     const bool header = line == "# redis:" || line == "# dnsbl:" || line == "# access:" ||
                         line == "# ratelimit:" || line == "# content:" ||
-                        line.starts_with("# content_files: [");
+                        line == "# rdns_checks:" || line.starts_with("# content_files: [");
     if (header || (in_block && line.starts_with("#   "))) {
       in_block = true;
       output += line.substr(2) + "\n";
@@ -827,6 +828,9 @@ TEST(ExampleConfig, CommentedExamplesAreValid) {
   EXPECT_EQ(config.content.size(), 5u);  // 2 inline + 3 from lists/advance_fee.rules
   EXPECT_EQ(config.content.back().name, "advance-fee:11");
   EXPECT_EQ(config.access.at(1).values.size(), 2u);
+  // The documented dynamic_patterns are the defaults, spelt out.
+  EXPECT_EQ(config.rdns_checks.missing, 3);
+  EXPECT_EQ(config.rdns_checks.dynamic_patterns, RdnsChecksConfig{}.dynamic_patterns);
 }
 
 TEST(ExampleConfig, RunScriptOverrides) {
