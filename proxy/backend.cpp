@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/connect.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -72,6 +73,7 @@ Reply Backend::fail(std::string_view why) {
 void Backend::abort() {
   if (stream_) stream_->close();
   open_ = false;
+  data_sent_ = false;
 }
 
 bool Backend::offers(std::string_view extension) const {
@@ -158,6 +160,27 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
     abort();
     co_return smtp::Reply(421, "4.3.0", "backend refused the connection, try again later");
   }
+
+  using Tls = policy::BackendConfig::Tls;
+  bool use_tls = config_.starttls != Tls::none && tls_context_ != nullptr;
+  if (config_.xclient && !use_tls) {
+    // XCLIENT straight after the greeting: the EHLO before it would only tell whether
+    // XCLIENT is offered, and Postfix takes XCLIENT before EHLO. That is a round trip
+    // less per session. A backend without it (or not authorising us) answers 5xx:
+    // carry on without it, as when it is not offered.
+    std::optional<Reply> handed_over = co_await send_xclient(client);
+    if (failed_) co_return *handed_over;
+    xclient_used_ = handed_over.has_value();
+    Reply reply = co_await ehlo(xclient_used_ ? helo_after_xclient(client) : std::string_view());
+    if (failed_) co_return reply;
+    if (reply.code != 250) {
+      abort();
+      co_return smtp::replies::backend_unavailable();
+    }
+    open_ = true;
+    co_return smtp::replies::ok();
+  }
+
   Reply reply = co_await ehlo();
   if (failed_) co_return reply;
   if (reply.code != 250) {
@@ -165,8 +188,7 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
     co_return smtp::replies::backend_unavailable();
   }
 
-  using Tls = policy::BackendConfig::Tls;
-  if (config_.starttls != Tls::none && tls_context_ != nullptr) {
+  if (use_tls) {
     if (offers("STARTTLS")) {
       if (!co_await stream_->write("STARTTLS\r\n", config_.command_timeout))
         co_return fail("write failed");
@@ -186,38 +208,58 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
   }
 
   if (config_.xclient && offers("XCLIENT")) {
-    // Postfix's XCLIENT: each attribute xtext-encoded; a command line is at most 512
-    // octets, so HELO (which can be long) goes in a second command when needed.
-    std::string addr = client.ipv6 ? "IPV6:" + client.address : client.address;
-    std::string first = "XCLIENT ADDR=" + xtext_encode(addr) +
-                        " PORT=" + std::to_string(client.port) + " NAME=" +
-                        (!client.name.empty() ? xtext_encode(client.name)
-                         : client.name_tempfail ? std::string("[TEMPUNAVAIL]")
-                                                : std::string("[UNAVAILABLE]")) +
-                        " PROTO=" + (client.esmtp ? "ESMTP" : "SMTP");
-    std::vector<std::string> commands;
-    std::string helo_attribute =
-        client.helo.empty() ? std::string() : " HELO=" + xtext_encode(client.helo);
-    if (first.size() + helo_attribute.size() + 2 <= 512) {
-      commands.push_back(first + helo_attribute);
-    } else {
-      commands.push_back(first);
-      if (!helo_attribute.empty() && helo_attribute.size() + 9 <= 512)
-        commands.push_back("XCLIENT" + helo_attribute);
-    }
-    for (const auto& command : commands) {
-      if (!co_await stream_->write(command + "\r\n", config_.command_timeout))
-        co_return fail("write failed");
-      Reply xreply = co_await read_reply(config_.command_timeout);
-      if (failed_) co_return xreply;
-      // Postfix answers 220 (a new greeting); smtp-sink answers 250. Both mean done.
-      if (!xreply.positive()) co_return fail("XCLIENT refused: " + xreply.text());
-    }
+    std::optional<Reply> handed_over = co_await send_xclient(client);
+    if (failed_) co_return *handed_over;
+    if (!handed_over) co_return fail("XCLIENT refused");
     xclient_used_ = true;
-    reply = co_await ehlo(client.helo.empty() ? std::string_view("[UNAVAILABLE]") : client.helo);
+    reply = co_await ehlo(helo_after_xclient(client));
     if (reply.code != 250) co_return fail("EHLO after XCLIENT failed");
   }
   open_ = true;
+  co_return smtp::replies::ok();
+}
+
+std::string_view Backend::helo_after_xclient(const ClientIdentity& client) {
+  return client.helo.empty() ? std::string_view("[UNAVAILABLE]") : std::string_view(client.helo);
+}
+
+awaitable<std::optional<Reply>> Backend::send_xclient(const ClientIdentity& client) {
+  // Postfix's XCLIENT: each attribute xtext-encoded; a command line is at most 512
+  // octets, so HELO (which can be long) goes in a second command when needed.
+  std::string addr = client.ipv6 ? "IPV6:" + client.address : client.address;
+  std::string first = "XCLIENT ADDR=" + xtext_encode(addr) +
+                      " PORT=" + std::to_string(client.port) + " NAME=" +
+                      (!client.name.empty() ? xtext_encode(client.name)
+                       : client.name_tempfail ? std::string("[TEMPUNAVAIL]")
+                                              : std::string("[UNAVAILABLE]")) +
+                      " PROTO=" + (client.esmtp ? "ESMTP" : "SMTP");
+  std::vector<std::string> commands;
+  std::string helo_attribute =
+      client.helo.empty() ? std::string() : " HELO=" + xtext_encode(client.helo);
+  if (first.size() + helo_attribute.size() + 2 <= 512) {
+    commands.push_back(first + helo_attribute);
+  } else {
+    commands.push_back(first);
+    if (!helo_attribute.empty() && helo_attribute.size() + 9 <= 512)
+      commands.push_back("XCLIENT" + helo_attribute);
+  }
+  for (const auto& command : commands) {
+    if (!co_await stream_->write(command + "\r\n", config_.command_timeout))
+      co_return fail("write failed");
+    Reply xreply = co_await read_reply(config_.command_timeout);
+    if (failed_) co_return xreply;
+    // Postfix answers 220 (a new greeting); smtp-sink answers 250. Both mean done.
+    if (!xreply.positive()) {
+      // Postfix sees mxgate as the client then: say so once, not per session.
+      static std::atomic<bool> warned{false};
+      if (!warned.exchange(true)) {
+        spdlog::warn("backend {}: XCLIENT refused ({}): the backend sees mxgate as the client; "
+                     "list mxgate in smtpd_authorized_xclient_hosts or set backend.xclient: false",
+                     config_.address.to_string(), xreply.text());
+      }
+      co_return std::nullopt;
+    }
+  }
   co_return smtp::replies::ok();
 }
 
@@ -229,8 +271,78 @@ awaitable<Reply> Backend::command(std::string_view line) {
   co_return co_await read_reply(config_.command_timeout);
 }
 
+awaitable<std::vector<Reply>> Backend::commands(std::vector<std::string> lines) {
+  std::vector<Reply> replies;
+  replies.reserve(lines.size());
+  // (Each co_await result goes to a local first: g++ 12 mishandles co_await inside a
+  // function argument such as push_back(co_await ...).)
+  if (!open_ || !offers("PIPELINING")) {
+    for (const auto& line : lines) {
+      Reply reply = co_await command(line);
+      replies.push_back(std::move(reply));
+    }
+    co_return replies;
+  }
+  std::string wire;
+  for (const auto& line : lines) {
+    wire += line;
+    wire += "\r\n";
+  }
+  if (!co_await stream_->write(wire, config_.command_timeout)) {
+    Reply failure = fail("write failed");
+    replies.assign(lines.size(), failure);
+    co_return replies;
+  }
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    if (!open_) {
+      replies.push_back(smtp::replies::backend_unavailable());
+      continue;
+    }
+    Reply reply = co_await read_reply(config_.command_timeout);
+    replies.push_back(std::move(reply));
+  }
+  co_return replies;
+}
+
+bool Backend::wants_early_data() const { return open_ && !data_sent_ && !offers("CHUNKING"); }
+
+awaitable<void> Backend::begin_data() {
+  // Straight-line on purpose (no co_return ahead of the await): see session.cpp on g++ 12.
+  bool written = co_await stream_->write("DATA\r\n", config_.command_timeout);
+  if (written)
+    data_sent_ = true;
+  else
+    fail("write failed");
+}
+
+awaitable<void> Backend::reset() {
+  if (data_sent_) {
+    // The backend waits for a message after its 354: an RSET now would be message
+    // text. Closing is the one way out; the partial message is discarded.
+    abort();
+  } else if (open_) {
+    Reply ignored = co_await command("RSET");
+  }
+}
+
 awaitable<Reply> Backend::send_message(std::string_view headers_to_add, const std::string& content) {
-  Reply reply = co_await command("DATA");
+  if (!open_) co_return smtp::replies::backend_unavailable();
+  if (!data_sent_ && offers("CHUNKING")) {
+    // RFC 3030: the message as it is, counted, no dot-stuffing, one round trip.
+    std::string wire = "BDAT " + std::to_string(headers_to_add.size() + content.size()) + " LAST\r\n";
+    wire.reserve(wire.size() + headers_to_add.size() + content.size());
+    wire.append(headers_to_add);
+    wire.append(content);
+    if (!co_await stream_->write(wire, config_.data_timeout)) co_return fail("write failed during BDAT");
+    co_return co_await read_reply(config_.data_timeout);
+  }
+  Reply reply;
+  if (data_sent_) {
+    data_sent_ = false;
+    reply = co_await read_reply(config_.command_timeout);
+  } else {
+    reply = co_await command("DATA");
+  }
   if (reply.code != 354) {
     if (reply.code >= 200 && reply.code < 400) {
       // Anything but 354 here is a protocol error by the backend; never pass it as success.
@@ -249,6 +361,7 @@ awaitable<Reply> Backend::send_message(std::string_view headers_to_add, const st
 }
 
 awaitable<void> Backend::quit() {
+  if (data_sent_) abort();   // a QUIT would be message text
   if (!open_) co_return;
   if (co_await stream_->write("QUIT\r\n", std::chrono::seconds(5))) {
     std::string_view line;

@@ -21,9 +21,9 @@ struct ClientIdentity {
   bool ipv6 = false;
   std::uint16_t port = 0;
   std::string name;        // verified PTR, empty = unknown
-  bool name_tempfail = false;  // name unknown as DNS failed: NAME=[TEMPUNAVAIL]
   std::string helo;
   bool esmtp = true;
+  bool name_tempfail = false;  // name unknown as DNS failed: NAME=[TEMPUNAVAIL]
 };
 
 class Backend {
@@ -41,10 +41,25 @@ class Backend {
   // One command, one reply. A transport failure or timeout yields a 4xx reply
   // (421 4.4.2) and closes the backend.
   boost::asio::awaitable<smtp::Reply> command(std::string_view line);
-  // DATA, the 354, the stuffed content and the final dot; returns the backend's reply
-  // to the dot (or a 4xx when it fails: never a 2xx it did not send).
+  // Several commands, one reply each, in order. Sent in one write when the backend
+  // offers PIPELINING (RFC 2920: MAIL and RCPT may share a group), else one by one.
+  // After a transport failure the remaining replies are that failure's 4xx.
+  boost::asio::awaitable<std::vector<smtp::Reply>> commands(std::vector<std::string> lines);
+
+  // Sends DATA without waiting for the 354, so its round trip overlaps the client's
+  // upload of the message; send_message() collects the 354. Only when
+  // wants_early_data(): open, in a transaction, and without CHUNKING (send_message()
+  // then uses one BDAT LAST, which needs no early start).
+  bool wants_early_data() const;
+  boost::asio::awaitable<void> begin_data();
+  // The message: BDAT LAST when CHUNKING is offered; else DATA (unless begin_data()
+  // sent it), the 354, the stuffed content and the final dot. Returns the backend's
+  // reply to the message (or a 4xx when it fails: never a 2xx it did not send).
   boost::asio::awaitable<smtp::Reply> send_message(std::string_view headers_to_add,
                                                    const std::string& content);
+  // Ends the transaction without a message: RSET, or, after begin_data(), closing the
+  // connection, the only way to abandon DATA (the backend discards the partial message).
+  boost::asio::awaitable<void> reset();
   // QUIT and close (best effort, bounded by the command timeout).
   boost::asio::awaitable<void> quit();
   void abort();
@@ -54,6 +69,10 @@ class Backend {
  private:
   boost::asio::awaitable<smtp::Reply> read_reply(std::chrono::milliseconds timeout);
   boost::asio::awaitable<smtp::Reply> ehlo(std::string_view client_helo = {});
+  // XCLIENT with the client's attributes: the positive reply, nullopt when the
+  // backend refused it (5xx/4xx), or a failure reply with failed_ set.
+  boost::asio::awaitable<std::optional<smtp::Reply>> send_xclient(const ClientIdentity& client);
+  static std::string_view helo_after_xclient(const ClientIdentity& client);
   smtp::Reply fail(std::string_view why);
 
   boost::asio::any_io_executor executor_;
@@ -65,6 +84,7 @@ class Backend {
   bool open_ = false;
   bool xclient_used_ = false;
   bool failed_ = false;   // a transport failure closed the connection
+  bool data_sent_ = false;   // begin_data() wrote DATA; its 354 is still to be read
 };
 
 // RFC 1891 xtext, as XCLIENT attribute values require.

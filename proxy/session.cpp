@@ -597,15 +597,18 @@ awaitable<Session::Flow> Session::on_rcpt(std::string_view argument) {
   }
 
   Reply failure;
-  if (!co_await ensure_backend_transaction(failure)) {
+  std::optional<Reply> pipelined;
+  if (!co_await ensure_backend_transaction(failure, &parsed, &pipelined)) {
     ++context_.recipients_rejected;
     co_return refuse(failure, "rcpt", "backend refused or unavailable", "backend");
   }
-  std::string command = "RCPT TO:" + forwarded_path(parsed.address);
-  if (backend_->offers("DSN")) {
-    for (const auto& parameter : parsed.parameters.passthrough) command += " " + parameter;
+  Reply backend_reply;
+  if (pipelined) {
+    backend_reply = *pipelined;
+  } else {
+    std::string command = backend_rcpt_command(parsed);
+    backend_reply = co_await backend_->command(command);
   }
-  Reply backend_reply = co_await backend_->command(command);
   if (backend_reply.positive()) {
     context_.recipients.push_back(parsed.address.full());
     forwarded_recipients_.push_back(parsed.address.full());
@@ -617,7 +620,16 @@ awaitable<Session::Flow> Session::on_rcpt(std::string_view argument) {
   co_return refuse(backend_reply, "rcpt", "backend refused recipient", "backend");
 }
 
-awaitable<bool> Session::ensure_backend_transaction(Reply& failure) {
+std::string Session::backend_rcpt_command(const smtp::PathResult& rcpt) const {
+  std::string command = "RCPT TO:" + forwarded_path(rcpt.address);
+  if (backend_->offers("DSN")) {
+    for (const auto& parameter : rcpt.parameters.passthrough) command += " " + parameter;
+  }
+  return command;
+}
+
+awaitable<bool> Session::ensure_backend_transaction(Reply& failure, const smtp::PathResult* rcpt,
+                                                    std::optional<Reply>* rcpt_reply) {
   if (backend_ && !backend_->is_open()) {
     backend_.reset();
     backend_transaction_ = false;
@@ -653,31 +665,50 @@ awaitable<bool> Session::ensure_backend_transaction(Reply& failure) {
   if (backend_->offers("DSN")) {
     for (const auto& parameter : parameters.passthrough) command += " " + parameter;
   }
-  Reply backend_reply = co_await backend_->command(command);
-  if (!backend_reply.positive()) {
-    failure = backend_reply;
-    if (backend_->is_open()) co_await backend_->command("RSET");
+  std::vector<std::string> lines;
+  lines.push_back(std::move(command));
+  if (rcpt != nullptr && backend_->offers("PIPELINING")) lines.push_back(backend_rcpt_command(*rcpt));
+  std::vector<Reply> backend_replies = co_await backend_->commands(std::move(lines));
+  const Reply& mail_reply = backend_replies.front();
+  if (!mail_reply.positive()) {
+    // A pipelined RCPT after a refused MAIL was refused too (no transaction): drop it.
+    failure = mail_reply;
+    if (backend_->is_open()) co_await backend_->reset();
     co_return false;
   }
   backend_transaction_ = true;
+  if (backend_replies.size() > 1) *rcpt_reply = backend_replies[1];
   co_return true;
 }
 
 // --- DATA and BDAT ---------------------------------------------------------------
 
+std::optional<Session::Flow> Session::refuse_data(std::string_view argument) {
+  if (!argument.empty()) return refuse(replies::syntax("DATA"), "data", "DATA with argument");
+  if (chunk_reader_) return refuse(replies::bad_sequence("DATA after BDAT"), "data", "DATA during BDAT");
+  if (!in_transaction_) return refuse(replies::bad_sequence("need MAIL command"), "data", "DATA before MAIL");
+  if (forwarded_recipients_.empty())
+    return refuse(Reply(554, "5.5.1", "Error: no valid recipients"), "data", "no valid recipients");
+  if (shared_.bytes_in_flight.load(std::memory_order_relaxed) >= config_.limits.max_bytes_in_flight)
+    return refuse(replies::insufficient_resources(), "data", "max_bytes_in_flight");
+  return std::nullopt;
+}
+
 awaitable<Session::Flow> Session::on_data(std::string_view argument) {
   last_stage_ = "data";
-  if (!argument.empty()) co_return refuse(replies::syntax("DATA"), "data", "DATA with argument");
-  if (chunk_reader_) co_return refuse(replies::bad_sequence("DATA after BDAT"), "data", "DATA during BDAT");
-  if (!in_transaction_) co_return refuse(replies::bad_sequence("need MAIL command"), "data", "DATA before MAIL");
-  if (forwarded_recipients_.empty())
-    co_return refuse(Reply(554, "5.5.1", "Error: no valid recipients"), "data", "no valid recipients");
+  // The checks live in a plain function, as for STARTTLS: g++ 12 has miscompiled
+  // coroutines with `co_return` statements ahead of their first await (here a stale
+  // frame was resumed, SIGSEGV, until Backend::begin_data lost its early co_return).
+  std::optional<Flow> refused = refuse_data(argument);
+  if (refused) co_return *refused;
   const auto& limits = config_.limits;
-  if (shared_.bytes_in_flight.load(std::memory_order_relaxed) >= limits.max_bytes_in_flight)
-    co_return refuse(replies::insufficient_resources(), "data", "max_bytes_in_flight");
 
+  // The backend's DATA round trip runs while the client uploads the message.
+  bool early_data = backend_transaction_ && backend_ && backend_->wants_early_data();
+  if (early_data) co_await backend_->begin_data();
   reply(replies::start_data());
-  if (!co_await stream_.flush(limits.command_timeout)) co_return Flow::close;
+  bool flushed = co_await stream_.flush(limits.command_timeout);
+  if (!flushed) co_return Flow::close;
 
   smtp::DataReader reader(generation_->data_limits);
   message_.clear();
@@ -919,7 +950,7 @@ awaitable<Session::Flow> Session::apply_decision(const Decision& decision, Stage
 }
 
 awaitable<void> Session::reset_transaction() {
-  if (backend_transaction_ && backend_ && backend_->is_open()) co_await backend_->command("RSET");
+  if (backend_transaction_ && backend_ && backend_->is_open()) co_await backend_->reset();
   backend_transaction_ = false;
   in_transaction_ = false;
   chunk_reader_.reset();

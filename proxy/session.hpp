@@ -58,13 +58,21 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<Flow> on_vrfy(std::string_view argument);
   boost::asio::awaitable<Flow> on_starttls(std::string_view argument);
   std::optional<Flow> refuse_starttls(std::string_view argument);
+  std::optional<Flow> refuse_data(std::string_view argument);
   Flow on_expn();
   Flow on_auth();
 
   boost::asio::awaitable<Flow> greet_helo(std::string_view argument, bool esmtp);
   // End of message content (DATA or last BDAT): judge, filter, forward, reply.
   boost::asio::awaitable<Flow> finish_message(smtp::DataProblem problem);
-  boost::asio::awaitable<bool> ensure_backend_transaction(smtp::Reply& failure);
+  // Opens the backend if needed and starts its transaction (MAIL). With `rcpt`, the
+  // RCPT goes in the same write as that MAIL when the backend pipelines, and its reply
+  // lands in *rcpt_reply (left empty when the RCPT is still to be sent).
+  boost::asio::awaitable<bool> ensure_backend_transaction(smtp::Reply& failure,
+                                                          const smtp::PathResult* rcpt = nullptr,
+                                                          std::optional<smtp::Reply>* rcpt_reply = nullptr);
+  // "RCPT TO:<path>", with the client's DSN parameters when the backend offers DSN.
+  std::string backend_rcpt_command(const smtp::PathResult& rcpt) const;
   boost::asio::awaitable<void> reset_transaction();
   boost::asio::awaitable<Flow> apply_decision(const filters::Decision& decision, filters::Stage stage);
 

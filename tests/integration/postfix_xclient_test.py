@@ -14,7 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import HOST, message  # noqa: E402
 
-QUEUED_AS = re.compile(r"250 2\.0\.0 Ok: queued as ([0-9A-Za-z]+)")
+# Postfix's reply to the end of a message: "Ok: queued as ID" after DATA, "Ok: N bytes
+# queued as ID" after BDAT LAST (mxgate forwards with BDAT when Postfix offers CHUNKING).
+QUEUED_AS = re.compile(r"250 2\.0\.0 Ok: (?:\d+ bytes )?queued as ([0-9A-Za-z]+)")
 
 
 class PostfixXclientTest(harness.IntegrationTest):
@@ -84,7 +86,7 @@ class PostfixXclientTest(harness.IntegrationTest):
             self.assertEqual(smtp.rcpt("user@example.org")[0], 250)
             code, text = smtp.data(content)
         self.assertEqual(code, 250, text)
-        queued = re.fullmatch(rb"2\.0\.0 Ok: queued as ([0-9A-Za-z]+)", text)
+        queued = re.fullmatch(rb"2\.0\.0 Ok: (?:\d+ bytes )?queued as ([0-9A-Za-z]+)", text)
         self.assertIsNotNone(queued, text)
         delivered = self.delivered_with_message_id(message_id)
         self.assertIn(b"id " + queued.group(1) + b"\n", delivered.content)
