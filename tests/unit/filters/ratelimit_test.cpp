@@ -276,15 +276,17 @@ TEST_F(RateLimitFilterTest, ConnectHeloAndMailDoNotWaitForTheStore) {
   store_->rate_limit_now(store_key("rl", "conn:192.0.2.7"), {0.001, 1}, 1, RateMode::consume,
                          store_now());
   auto instance = limit->open(services_);
+  // start() only spawns: the context must outlive the io_context runs in ready().
+  const SessionContext context = session();
   int stage_number = 0;
   for (Stage stage : {Stage::connect, Stage::helo, Stage::mail}) {
     ++stage_number;
-    auto verdict = start(*instance, stage, session());
+    auto verdict = start(*instance, stage, context);
     ASSERT_TRUE(ready(verdict)) << stage_name(stage) << " waited for the store";
     EXPECT_EQ(verdict.get().kind, Verdict::Kind::next);
     EXPECT_EQ(gated->waiting(), stage_number);  // its check runs on in the background
   }
-  auto rcpt = start(*instance, Stage::rcpt, session());
+  auto rcpt = start(*instance, Stage::rcpt, context);
   EXPECT_FALSE(ready(rcpt));  // the first RCPT waits for the answers
   gated->open();
   Verdict refused = finish(rcpt);
@@ -316,7 +318,8 @@ TEST_F(RateLimitFilterTest, DropRulesAreStillCheckedAtTheirStage) {
   store_->rate_limit_now(store_key("rl", "flood:192.0.2.7"), {0.001, 1}, 1, RateMode::consume,
                          store_now());
   auto instance = limit->open(services_);
-  auto connect = start(*instance, Stage::connect, session());
+  const SessionContext context = session();
+  auto connect = start(*instance, Stage::connect, context);
   EXPECT_FALSE(ready(connect));  // a drop closes the session now: the stage waits
   gated->open();
   Verdict dropped = finish(connect);
