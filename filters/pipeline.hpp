@@ -64,6 +64,10 @@ class Filter {
   // What the pipeline does when this filter throws or misses its deadline: `allow`
   // (proceed as if it had said next) or `tempfail` (a held 451: when in doubt, 4xx).
   virtual policy::OnError on_error() const { return policy::OnError::allow; }
+  // False for filters whose stage calls complete without awaiting anything (pure
+  // functions of the context): the pipeline then calls them without a deadline timer,
+  // which could not interrupt them anyway and cost a timer and a parallel group per call.
+  virtual bool may_wait() const { return true; }
 };
 
 class PipelineSession;

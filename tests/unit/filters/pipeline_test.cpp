@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <stdexcept>
+#include <thread>
+
 #include "coroutine_support.hpp"
 
 namespace mxgate::filters {
@@ -301,6 +304,56 @@ TEST_F(PipelineTest, SlowFilterMissesItsDeadlineAndIsAllowed) {
   EXPECT_EQ(decision.contributions[0].filter, "slow");
   EXPECT_EQ(decision.contributions[0].rule, "on_error");
   EXPECT_EQ(run(Stage::rcpt).action, Action::proceed);
+}
+
+// A filter that never waits (content, access, helo) is called without a deadline timer:
+// a timer could not interrupt its computation anyway, and it cost a timer and a parallel
+// group per call. Its verdict always lands; a throw still follows on_error.
+class ComputingFilter final : public Filter {
+ public:
+  ComputingFilter(std::chrono::milliseconds work, bool throws) : work_(work), throws_(throws) {}
+  const std::string& name() const override { return name_; }
+  bool wants(Stage stage) const override { return stage == Stage::rcpt; }
+  bool may_wait() const override { return false; }
+  std::unique_ptr<FilterInstance> open(Services&) const override {
+    return std::make_unique<Instance>(*this);
+  }
+
+ private:
+  class Instance final : public FilterInstance {
+   public:
+    explicit Instance(const ComputingFilter& filter) : filter_(filter) {}
+    boost::asio::awaitable<Verdict> on_stage(Stage, const SessionContext&) override {
+      std::this_thread::sleep_for(filter_.work_);  // stands for a long synchronous scan
+      if (filter_.throws_) throw std::runtime_error("computation failed");
+      co_return score(2, "computed");
+    }
+
+   private:
+    const ComputingFilter& filter_;
+  };
+  std::string name_ = "computing";
+  std::chrono::milliseconds work_;
+  bool throws_;
+};
+
+TEST_F(PipelineTest, NonWaitingFilterVerdictLandsPastTheDeadline) {
+  start(filters_of(std::make_unique<ComputingFilter>(std::chrono::milliseconds(150), false)),
+        std::chrono::milliseconds(50));
+  Decision decision = run(Stage::rcpt);
+  EXPECT_EQ(decision.total_score, 2);
+  ASSERT_EQ(decision.contributions.size(), 1u);
+  EXPECT_EQ(decision.contributions[0].rule, "computed");
+}
+
+TEST_F(PipelineTest, NonWaitingFilterThatThrowsFollowsOnError) {
+  start(filters_of(std::make_unique<ComputingFilter>(std::chrono::milliseconds(0), true)),
+        std::chrono::milliseconds(50));
+  Decision decision = run(Stage::rcpt);
+  EXPECT_EQ(decision.action, Action::proceed);
+  ASSERT_EQ(decision.contributions.size(), 1u);
+  EXPECT_EQ(decision.contributions[0].rule, "on_error");
+  EXPECT_NE(decision.contributions[0].detail.find("computation failed"), std::string::npos);
 }
 
 TEST_F(PipelineTest, FailClosedFilterTempfailsAtRcpt) {
