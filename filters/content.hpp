@@ -55,8 +55,9 @@ struct ContentOptions {
   // content_limits.re2_max_mem: RE2's memory budget per compiled set (program + DFA
   // cache). A target whose patterns do not fit is split over several sets.
   std::int64_t re2_max_mem = 64ll << 20;
-  // Bytes matched per target and message (windows counted); past it the scan stops and
-  // the message is marked incomplete. Default: twice limits.max_message_size.
+  // Bytes of text scanned per target and message; a text that goes past it is cut after
+  // its last whole line within it, the rest of the target is not scanned, and the
+  // message is marked incomplete. Default: twice limits.max_message_size.
   std::uint64_t max_scan_bytes = 50ull << 20;
   mime::Limits mime;
 };
@@ -70,8 +71,11 @@ struct ContentScanResult {
   bool incomplete = false;  // a scan budget was reached, or RE2 ran out of memory
 };
 
-// All rules compiled once per policy generation: one RE2::Set per target. Immutable
-// after build(); scan() is safe from any number of threads.
+// All rules compiled once per policy generation: per target, an RE2 per pattern and the
+// literals each needs (FilteredRE2), and RE2::Sets of them all. A scan looks for the
+// literals first and matches only the patterns that can match, where they can (see
+// content.cpp). Immutable after build(); scan() is safe from any number of threads (its
+// buffers are per thread).
 class ContentScanner {
  public:
   struct Rule {

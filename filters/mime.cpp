@@ -9,9 +9,13 @@
 #include "filters/mime.hpp"
 
 #include <iconv.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <cctype>
 #include <cerrno>
 #include <cstring>
@@ -80,13 +84,73 @@ std::string_view trim(std::string_view text) {
   return text;
 }
 
+// The first `c` in `text` at or after `from`, else text.size(). The decoders look for
+// bytes that are often only a few characters apart ('=' in quoted-printable HTML, line
+// ends, the "." of each sentence): the first 32 bytes are tested inline with SSE2,
+// memchr (call, set-up) only takes over for longer distances.
+std::size_t find_byte(std::string_view text, std::size_t from, char c) {
+  const char* data = text.data();
+  const std::size_t size = text.size();
+#ifdef __SSE2__
+  const __m128i wanted = _mm_set1_epi8(c);
+  for (int block = 0; block < 2 && from + 16 <= size; ++block, from += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + from));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, wanted)));
+    if (mask) return from + static_cast<std::size_t>(std::countr_zero(mask));
+  }
+#endif
+  if (from >= size) return size;
+  const void* found = std::memchr(data + from, c, size - from);
+  return found ? static_cast<std::size_t>(static_cast<const char*>(found) - data) : size;
+}
+
+// The first ':' or '.' at or after `position`, else text.size(): where find_urls looks.
+std::size_t find_colon_or_dot(std::string_view text, std::size_t position) {
+  const char* data = text.data();
+  const std::size_t size = text.size();
+#ifdef __SSE2__
+  const __m128i colon = _mm_set1_epi8(':'), dot = _mm_set1_epi8('.');
+  while (position + 16 <= size) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + position));
+    const auto mask = static_cast<unsigned>(
+        _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(bytes, colon), _mm_cmpeq_epi8(bytes, dot))));
+    if (mask) return position + static_cast<std::size_t>(std::countr_zero(mask));
+    position += 16;
+  }
+#endif
+  while (position < size && data[position] != ':' && data[position] != '.') ++position;
+  return position;
+}
+
+// Appends `in` without its '\r' bytes. 16 bytes are stored at a time and the write
+// position moves past those kept, so a '\r' costs a step, not an append call.
+void append_without_cr(std::string_view in, std::string& out) {
+  const std::size_t start = out.size();
+  out.resize(start + in.size() + 16);
+  char* write = out.data() + start;
+  const char* read = in.data();
+  const char* const end = read + in.size();
+#ifdef __SSE2__
+  const __m128i carriage = _mm_set1_epi8('\r');
+  while (end - read >= 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(read));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(write), bytes);
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, carriage)));
+    const int kept = mask ? std::countr_zero(mask) : 16;
+    write += kept;
+    read += kept + (mask ? 1 : 0);
+  }
+#endif
+  for (; read < end; ++read)
+    if (*read != '\r') *write++ = *read;
+  out.resize(static_cast<std::size_t>(write - out.data()));
+}
+
 // One line of `text` from `position`, without its line ending; `position` moves past it.
 std::string_view next_line(std::string_view text, std::size_t& position) {
   const std::size_t start = position;
-  const void* found = std::memchr(text.data() + start, '\n', text.size() - start);
-  std::size_t end =
-      found ? static_cast<std::size_t>(static_cast<const char*>(found) - text.data()) : text.size();
-  position = found ? end + 1 : text.size();
+  std::size_t end = find_byte(text, start, '\n');
+  position = end < text.size() ? end + 1 : text.size();
   if (end > start && text[end - 1] == '\r') --end;
   return text.substr(start, end - start);
 }
@@ -126,6 +190,34 @@ constexpr std::array<std::int8_t, 256> make_base64_table() {
   return table;
 }
 constexpr std::array<std::int8_t, 256> kBase64 = make_base64_table();
+
+// What a well-formed base64 body may hold: the alphabet, padding and line breaks.
+constexpr std::array<bool, 256> make_base64_body_table() {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c)
+    table[c] = kBase64[c] >= 0 || c == '=' || c == ' ' || c == '\t' || c == '\r' || c == '\n';
+  return table;
+}
+constexpr std::array<bool, 256> kBase64Body = make_base64_body_table();
+
+// Characters html_to_text copies as they are, in runs: all but markup starts ('<', '&')
+// and the whitespace it collapses.
+constexpr std::array<bool, 256> make_html_plain_table() {
+  std::array<bool, 256> table{};
+  for (int c = 0; c < 256; ++c)
+    table[c] = c != '<' && c != '&' && c != ' ' && c != '\t' && c != '\r' && c != '\n';
+  return table;
+}
+constexpr std::array<bool, 256> kHtmlPlain = make_html_plain_table();
+
+// ...and what such a run may go on with: a single space between two words comes out as
+// it went in, which is what collapsing gives.
+constexpr std::array<bool, 256> make_html_run_table() {
+  std::array<bool, 256> table = make_html_plain_table();
+  table[' '] = true;
+  return table;
+}
+constexpr std::array<bool, 256> kHtmlRun = make_html_run_table();
 
 // Media type and parameters of Content-Type / Content-Disposition (RFC 2045 5.1, with
 // RFC 2231 continuations and charset'language' prefixes).
@@ -354,15 +446,56 @@ std::string decode_entities(std::string_view text) {
   return out;
 }
 
+// Up to 8 characters packed into an integer, so that tag names can be switched on
+// (html_to_text asks for every tag).
+constexpr std::uint64_t pack_name(std::string_view name) {
+  std::uint64_t packed = 0;
+  for (std::size_t i = 0; i < name.size() && i < 8; ++i)
+    packed |= static_cast<std::uint64_t>(static_cast<unsigned char>(name[i])) << (8 * i);
+  return packed;
+}
+
 // Elements whose end starts a new rendered line.
 bool block_element(std::string_view name) {
-  static constexpr std::string_view kBlocks[] = {
-      "br", "p",       "div",     "tr",     "li",         "ul",   "ol",   "table", "h1",     "h2",
-      "h3", "h4",      "h5",      "h6",     "blockquote", "pre",  "hr",   "title", "center", "dd",
-      "dt", "section", "article", "header", "footer",     "body", "html", "head",  "form"};
-  for (std::string_view block : kBlocks)
-    if (iequals(name, block)) return true;
-  return false;
+  if (name.size() == 10) return iequals(name, "blockquote");
+  if (name.empty() || name.size() > 8) return false;
+  std::uint64_t key = 0;
+  for (std::size_t i = 0; i < name.size(); ++i)
+    key |= static_cast<std::uint64_t>(static_cast<unsigned char>(lower_char(name[i]))) << (8 * i);
+  // A switch: the compiler turns it into a few comparisons, not one per element.
+  switch (key) {
+    case pack_name("br"):
+    case pack_name("p"):
+    case pack_name("div"):
+    case pack_name("tr"):
+    case pack_name("li"):
+    case pack_name("ul"):
+    case pack_name("ol"):
+    case pack_name("table"):
+    case pack_name("h1"):
+    case pack_name("h2"):
+    case pack_name("h3"):
+    case pack_name("h4"):
+    case pack_name("h5"):
+    case pack_name("h6"):
+    case pack_name("pre"):
+    case pack_name("hr"):
+    case pack_name("title"):
+    case pack_name("center"):
+    case pack_name("dd"):
+    case pack_name("dt"):
+    case pack_name("section"):
+    case pack_name("article"):
+    case pack_name("header"):
+    case pack_name("footer"):
+    case pack_name("body"):
+    case pack_name("html"):
+    case pack_name("head"):
+    case pack_name("form"):
+      return true;
+    default:
+      return false;
+  }
 }
 
 // The value of attribute `name` inside a tag's text, entities decoded.
@@ -458,10 +591,10 @@ class Walker {
     if (type.value == "message/rfc822" || type.value == "message/global") {
       if (!name.empty()) out_.attachments.push_back({name, type.value});
       if (depth >= limits_.max_depth) return note(Finding::nesting_too_deep);
-      std::string decoded;
       if (encoding == "base64" || encoding == "quoted-printable") {
         // RFC 2046 5.2.1 forbids it, but message/global (RFC 6532) allows it.
-        decode_body(encoding, body, decoded);
+        std::string storage;
+        const std::string_view decoded = decode_body(encoding, body, storage);
         if (decoded.size() > 0) return entity(decoded, depth + 1, false, false, 0);
         return;
       }
@@ -559,13 +692,20 @@ class Walker {
     std::size_t part_start = std::string_view::npos;
     bool closed = false;
     bool any = false;
+    // Only lines that start with "--boundary" matter: jump to each occurrence rather
+    // than visit every line of the parts (base64 attachments are thousands of lines).
+    const std::string delimiter = "--" + boundary;
     while (position < body.size()) {
-      const std::size_t line_start = position;
-      const std::string_view line = next_line(body, position);
-      if (line.size() < boundary.size() + 2 || line[0] != '-' || line[1] != '-' ||
-          line.compare(2, boundary.size(), boundary) != 0)
+      const std::size_t found = body.find(delimiter, position);
+      if (found == std::string_view::npos) break;
+      if (found > 0 && body[found - 1] != '\n') {
+        position = found + 1;
         continue;
-      std::string_view rest = line.substr(boundary.size() + 2);
+      }
+      const std::size_t line_start = found;
+      position = found;
+      const std::string_view line = next_line(body, position);
+      std::string_view rest = line.substr(delimiter.size());
       const bool closing = rest.starts_with("--");
       if (closing) rest.remove_prefix(2);
       // RFC 2046 5.1.1: only transport padding may follow the boundary.
@@ -598,21 +738,25 @@ class Walker {
     (void)any;
   }
 
-  void decode_body(const std::string& encoding, std::string_view body, std::string& out) {
+  // The decoded body: `body` itself for the identity encodings (no copy), else `storage`.
+  std::string_view decode_body(const std::string& encoding, std::string_view body,
+                               std::string& storage) {
     if (encoding == "base64") {
-      if (!decode_base64(body, out)) note(Finding::bad_base64);
-    } else if (encoding == "quoted-printable") {
-      if (!decode_quoted_printable(body, out)) note(Finding::bad_quoted_printable);
-    } else {
-      if (!encoding.empty() && encoding != "7bit" && encoding != "8bit" && encoding != "binary")
-        note(Finding::unknown_encoding);
-      out.assign(body);
+      if (!decode_base64(body, storage)) note(Finding::bad_base64);
+      return storage;
     }
+    if (encoding == "quoted-printable") {
+      if (!decode_quoted_printable(body, storage)) note(Finding::bad_quoted_printable);
+      return storage;
+    }
+    if (!encoding.empty() && encoding != "7bit" && encoding != "8bit" && encoding != "binary")
+      note(Finding::unknown_encoding);
+    return body;
   }
 
   void check_base64(std::string_view body) {
     for (char c : body) {
-      if (kBase64[static_cast<unsigned char>(c)] < 0 && !is_space(c) && c != '=') {
+      if (!kBase64Body[static_cast<unsigned char>(c)]) {
         note(Finding::bad_base64);
         return;
       }
@@ -626,8 +770,8 @@ class Walker {
       note(Finding::truncated);
       body = body.substr(0, limits_.max_decoded - decoded_);
     }
-    std::string bytes;
-    decode_body(encoding, body, bytes);
+    std::string storage;
+    std::string_view bytes = decode_body(encoding, body, storage);
     TextPart part;
     part.content_type = content_type;
     part.charset = charset;
@@ -635,7 +779,7 @@ class Walker {
     if (!is_utf8_alias(charset)) {
       if (convert_to_utf8(charset, bytes, utf8)) {
         part.converted = true;
-        bytes = std::move(utf8);
+        bytes = utf8;
       } else {
         note(Finding::unknown_charset);
       }
@@ -645,10 +789,8 @@ class Walker {
       html_to_text(bytes, part.text, &links);
       for (std::string& link : links) add_url(std::move(link));
     } else {
-      part.text.reserve(bytes.size());
       // Lines end in '\n' only: the scanner splits on it.
-      for (char c : bytes)
-        if (c != '\r') part.text += c;
+      append_without_cr(bytes, part.text);
     }
     std::vector<std::string> found;
     find_urls(part.text, found, limits_.max_url_length);
@@ -683,8 +825,33 @@ bool decode_base64(std::string_view in, std::string& out) {
   int bits = 0;
   std::size_t quantum = 0;  // characters of the current 4-character group
   bool padding = false;
-  out.reserve(out.size() + in.size() * 3 / 4);
-  for (char c : in) {
+  // Written through a pointer into room for the most the input can give (6 bits a
+  // character) plus one byte (see below), then cut to size: no per-byte append.
+  const std::size_t start = out.size();
+  out.resize(start + in.size() / 4 * 3 + 4);
+  char* write = out.data() + start;
+  const auto* read = reinterpret_cast<const unsigned char*>(in.data());
+  const std::size_t size = in.size();
+  std::size_t i = 0;
+  while (i < size) {
+    // Between quanta, whole groups of four alphabet characters (a line's bulk) decode
+    // at once; anything else (line breaks, padding, junk) takes the path below.
+    if (bits == 0 && !padding) {
+      while (i + 4 <= size) {
+        const int a = kBase64[read[i]], b = kBase64[read[i + 1]], c = kBase64[read[i + 2]],
+                  d = kBase64[read[i + 3]];
+        if ((a | b | c | d) < 0) break;
+        // The 3 bytes in order as one 4-byte store (the 4th is overwritten next).
+        std::uint32_t bytes = static_cast<std::uint32_t>(a << 18 | b << 12 | c << 6 | d) << 8;
+        if constexpr (std::endian::native == std::endian::little) bytes = __builtin_bswap32(bytes);
+        std::memcpy(write, &bytes, sizeof bytes);
+        write += 3;
+        i += 4;
+        quantum += 4;
+      }
+      if (i >= size) break;
+    }
+    const char c = in[i++];
     const std::int8_t value = kBase64[static_cast<unsigned char>(c)];
     if (value < 0) {
       if (c == '=') {
@@ -708,9 +875,10 @@ bool decode_base64(std::string_view in, std::string& out) {
     ++quantum;
     if (bits >= 8) {
       bits -= 8;
-      out += static_cast<char>((accumulator >> bits) & 0xff);
+      *write++ = static_cast<char>((accumulator >> bits) & 0xff);
     }
   }
+  out.resize(static_cast<std::size_t>(write - out.data()));
   if (quantum % 4 == 1) valid = false;  // 6 bits cannot make a byte
   if (!padding && quantum % 4 != 0) valid = false;
   return valid;
@@ -718,36 +886,51 @@ bool decode_base64(std::string_view in, std::string& out) {
 
 bool decode_quoted_printable(std::string_view in, std::string& out) {
   bool valid = true;
-  out.reserve(out.size() + in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    const char c = in[i];
-    if (c != '=') {
-      out += c;
-      continue;
+  // Written through a pointer into room for the input (the output is never longer) plus
+  // one 16-byte store: text between escapes is copied a block at a time.
+  const std::size_t start = out.size();
+  out.resize(start + in.size() + 16);
+  char* write = out.data() + start;
+  const char* data = in.data();
+  const std::size_t size = in.size();
+  std::size_t i = 0;
+  while (i < size) {
+#ifdef __SSE2__
+    const __m128i equals = _mm_set1_epi8('=');
+    while (i + 16 <= size) {
+      const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(write), bytes);
+      const auto mask = static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(bytes, equals)));
+      const int plain = mask ? std::countr_zero(mask) : 16;
+      write += plain;
+      i += static_cast<std::size_t>(plain);
+      if (mask) break;
     }
-    if (i + 2 < in.size() + 0 && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
-      out += static_cast<char>(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
-      i += 2;
+#endif
+    while (i < size && data[i] != '=') *write++ = data[i++];
+    if (i == size) break;
+    if (i + 2 < size && hex_value(in[i + 1]) >= 0 && hex_value(in[i + 2]) >= 0) {
+      *write++ = static_cast<char>(hex_value(in[i + 1]) * 16 + hex_value(in[i + 2]));
+      i += 3;
       continue;
     }
     // A soft line break: '=' then optional whitespace then the line ending (RFC 2045 6.7).
     std::size_t j = i + 1;
-    while (j < in.size() && (in[j] == ' ' || in[j] == '\t')) ++j;
-    if (j == in.size()) {
-      i = j;
-      continue;
-    }
-    if (in[j] == '\r' && j + 1 < in.size() && in[j + 1] == '\n') {
-      i = j + 1;
+    while (j < size && (in[j] == ' ' || in[j] == '\t')) ++j;
+    if (j == size) break;
+    if (in[j] == '\r' && j + 1 < size && in[j + 1] == '\n') {
+      i = j + 2;
       continue;
     }
     if (in[j] == '\n') {
-      i = j;
+      i = j + 1;
       continue;
     }
     valid = false;
-    out += c;  // a literal '=': what mail readers show
+    *write++ = '=';  // a literal '=': what mail readers show
+    ++i;
   }
+  out.resize(static_cast<std::size_t>(write - out.data()));
   return valid;
 }
 
@@ -844,6 +1027,41 @@ bool convert_to_utf8(std::string_view charset_name, std::string_view in, std::st
   return true;
 }
 
+namespace {
+
+// Where a run of text that html_to_text copies as it is ends, from `position` (one past
+// its first character): at the first markup start, whitespace other than a single space,
+// or second space in a row. 16 bytes at a time with SSE2 (every x86-64 has it), as
+// most of a newsletter's bytes are in such runs.
+std::size_t run_end(std::string_view html, std::size_t position) {
+  const char* data = html.data();
+  const std::size_t size = html.size();
+#ifdef __SSE2__
+  const __m128i less = _mm_set1_epi8('<'), ampersand = _mm_set1_epi8('&');
+  const __m128i tab = _mm_set1_epi8('\t'), newline = _mm_set1_epi8('\n');
+  const __m128i carriage = _mm_set1_epi8('\r'), space = _mm_set1_epi8(' ');
+  while (position + 16 <= size) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + position));
+    const __m128i before = _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + position - 1));
+    const __m128i stops = _mm_or_si128(
+        _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(bytes, less), _mm_cmpeq_epi8(bytes, ampersand)),
+                     _mm_or_si128(_mm_cmpeq_epi8(bytes, tab), _mm_cmpeq_epi8(bytes, newline))),
+        _mm_or_si128(_mm_cmpeq_epi8(bytes, carriage),
+                     _mm_and_si128(_mm_cmpeq_epi8(bytes, space), _mm_cmpeq_epi8(before, space))));
+    const auto mask = static_cast<unsigned>(_mm_movemask_epi8(stops));
+    if (mask) return position + static_cast<std::size_t>(std::countr_zero(mask));
+    position += 16;
+  }
+#endif
+  for (; position < size; ++position) {
+    const char c = data[position];
+    if (!kHtmlRun[static_cast<unsigned char>(c)] || (c == ' ' && data[position - 1] == ' ')) break;
+  }
+  return position;
+}
+
+}  // namespace
+
 void html_to_text(std::string_view html, std::string& out, std::vector<std::string>* links) {
   out.reserve(out.size() + html.size() / 2);
   bool pending_space = false;
@@ -859,8 +1077,18 @@ void html_to_text(std::string_view html, std::string& out, std::vector<std::stri
   std::size_t i = 0;
   while (i < html.size()) {
     const char c = html[i];
+    if (kHtmlPlain[static_cast<unsigned char>(c)]) {
+      // Text up to the next tag, entity or other whitespace, in one append.
+      std::size_t end = run_end(html, i + 1);
+      if (html[end - 1] == ' ') --end;  // a trailing space is pending whitespace
+      if (pending_space && !out.empty() && out.back() != '\n') out += ' ';
+      pending_space = false;
+      out.append(html.data() + i, end - i);
+      i = end;
+      continue;
+    }
     if (c == '<') {
-      if (html.compare(i, 4, "<!--") == 0) {
+      if (i + 3 < html.size() && html[i + 1] == '!' && html[i + 2] == '-' && html[i + 3] == '-') {
         const std::size_t end = html.find("-->", i + 4);
         i = end == std::string_view::npos ? html.size() : end + 3;
         continue;
@@ -952,39 +1180,47 @@ void html_to_text(std::string_view html, std::string& out, std::vector<std::stri
 }
 
 void find_urls(std::string_view text, std::vector<std::string>& out, std::size_t max_length) {
-  std::size_t position = 0;
-  while (position < text.size()) {
-    // Candidates start with h/H (http) or w/W (www.); jump between them.
-    std::size_t start = position;
-    while (start < text.size()) {
-      const char c = lower_char(text[start]);
-      if (c == 'h' || c == 'w') break;
-      ++start;
-    }
-    if (start >= text.size()) break;
-    const std::string_view rest = text.substr(start);
+  // A URL starts with "http://", "https://" or "www.", so each start has a ':' or a '.'
+  // a few characters in: the walk jumps between those (16 bytes a test with SSE2)
+  // instead of testing every position. The starts it accepts, and so the URLs, are the
+  // ones a left-to-right scan for the three prefixes accepts.
+  const std::size_t size = text.size();
+  std::size_t resume = 0;  // URLs do not overlap: none starts before the previous end
+  for (std::size_t at = find_colon_or_dot(text, 0); at < size;
+       at = find_colon_or_dot(text, at + 1)) {
+    std::size_t start = std::string_view::npos;
     std::size_t prefix = 0;
-    if (istarts_with(rest, "http://")) {
-      prefix = 7;
-    } else if (istarts_with(rest, "https://")) {
-      prefix = 8;
-    } else if (istarts_with(rest, "www.") &&
-               (start == 0 || !(std::isalnum(static_cast<unsigned char>(text[start - 1])) ||
-                                text[start - 1] == '/' || text[start - 1] == '.'))) {
+    if (text[at] == ':') {
+      if (at + 2 < size && text[at + 1] == '/' && text[at + 2] == '/') {
+        if (at >= 5 && iequals(text.substr(at - 5, 5), "https")) {
+          start = at - 5;
+          prefix = 8;
+        } else if (at >= 4 && iequals(text.substr(at - 4, 4), "http")) {
+          start = at - 4;
+          prefix = 7;
+        }
+      }
+      // "xhttp://" is not a URL start: a letter may not come before the scheme.
+      if (start != std::string_view::npos && start > 0 &&
+          std::isalpha(static_cast<unsigned char>(text[start - 1])))
+        start = std::string_view::npos;
+    } else if (at >= 3 && iequals(text.substr(at - 3, 3), "www")) {
+      start = at - 3;
       prefix = 4;
+      if (start > 0) {
+        const char before = text[start - 1];
+        if (std::isalnum(static_cast<unsigned char>(before)) || before == '/' || before == '.')
+          start = std::string_view::npos;
+      }
     }
-    if (prefix == 0 ||
-        (start > 0 && std::isalpha(static_cast<unsigned char>(text[start - 1])) && prefix != 4)) {
-      position = start + 1;
-      continue;
-    }
+    if (start == std::string_view::npos || start < resume) continue;
     std::size_t end = start + prefix;
-    while (end < text.size() && url_character(text[end])) ++end;
+    while (end < size && url_character(text[end])) ++end;
     // Sentence punctuation after a URL is not part of it.
     while (end > start + prefix && std::strchr(".,;:!?)]*'", text[end - 1])) --end;
     if (end > start + prefix && end - start <= max_length)
       out.emplace_back(text.substr(start, end - start));
-    position = std::max(end, start + 1);
+    resume = end;
   }
 }
 

@@ -170,6 +170,97 @@ TEST(ContentCaps, TotalWorkIsBounded) {
   EXPECT_FALSE(result.hits[0]);
 }
 
+// A text's lines are matched many at a time (one RE2 pass, never_nl and (?m)) and only
+// where the pattern's literals occur: what matches must stay what a line-by-line scan
+// matched.
+TEST(ContentLines, NothingMatchesAcrossALineBreak) {
+  auto scanner = build({
+      rule("spaces", "body", "(?i)next\\s+of\\s+kin"),
+      rule("negated-class", "body", "of[^x]kin"),
+      rule("dot-all", "body", "(?s)of.kin"),
+      rule("anchored", "body", "^kin$"),
+      rule("blank-line", "body", "^$"),
+  });
+  EXPECT_EQ(hits(*scanner, "\r\nnext of\r\nkin\r\n"), (Names{"anchored"}));
+  EXPECT_EQ(hits(*scanner, "\r\nNext Of\tKin\r\n\r\nthe end\r\n"), (Names{"spaces", "blank-line"}));
+  // The line break that ends a text does not start an empty line.
+  EXPECT_EQ(hits(*scanner, "\r\nof kin\r\n"), (Names{"negated-class", "dot-all"}));
+}
+
+TEST(ContentLines, TextAnchorsAnchorToEachLine) {
+  // \A and \z keep meaning the start and end of a line, as when lines were matched one
+  // by one; so does '^' after (?-m).
+  auto scanner = build({
+      rule("start", "body", "\\Asecond line"),
+      rule("end", "body", "first line\\z"),
+      rule("single-line-mode", "body", "(?-m)^second"),
+      rule("raw-end", "raw", "line\\z"),
+  });
+  EXPECT_EQ(hits(*scanner, "\r\nfirst line\r\nsecond line\r\n"),
+            (Names{"start", "end", "single-line-mode", "raw-end"}));
+}
+
+TEST(ContentLines, RawLinesAreMatchedWithoutTheirCarriageReturn) {
+  auto scanner = build({rule("boundary", "raw", "^--b1--$"), rule("soft-break", "raw", "of=$"),
+                        rule("cr", "raw", "\\r")});
+  EXPECT_EQ(hits(*scanner, kMessage), (Names{"boundary", "soft-break"}));
+}
+
+TEST(ContentAtoms, CaseFoldingFollowsRe2) {
+  auto scanner = build({
+      rule("folded", "body", "(?i)free money"), rule("exact", "body", "Free money"),
+      rule("kelvin", "body", "(?i)kiss"),            // U+212A KELVIN SIGN matches k
+      rule("long-s", "body", "(?i)pass"),            // U+017F LATIN SMALL LETTER LONG S matches s
+      rule("cyrillic", "body", "(?i)скидка \\d+%"),  // non-ASCII literals fold too
+  });
+  EXPECT_EQ(hits(*scanner, "\r\nFREE MONEY\r\n"), (Names{"folded"}));
+  EXPECT_EQ(hits(*scanner, "\r\n\u212Aiss and pa\u017F\u017F, СКИДКА 50%\r\n"),
+            (Names{"kelvin", "long-s", "cyrillic"}));
+}
+
+TEST(ContentAtoms, EncodedPartsAreSearchedDecoded) {
+  auto scanner = build({rule("kin", "body", "(?i)next of kin"),
+                        rule("wire", "body", "(?i)\\burgent wire transfer\\b")});
+  // "Dear friend, I am the next of kin of a late client. Urgent wire transfer needed."
+  const std::string base64 =
+      "Content-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: base64\r\n\r\n"
+      "RGVhciBmcmllbmQsIEkgYW0gdGhlIG5leHQgb2Yga2luIG9mIGEgbGF0ZSBjbGllbnQuIFVyZ2Vu\r\n"
+      "dCB3aXJlIHRyYW5zZmVyIG5lZWRlZC4=\r\n";
+  EXPECT_EQ(hits(*scanner, base64), (Names{"kin", "wire"}));
+  const std::string quoted_printable =
+      "Content-Type: text/plain; charset=utf-8\r\n"
+      "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+      "I am the next of k=\r\nin. Urgent wire=20transfer!\r\n";
+  EXPECT_EQ(hits(*scanner, quoted_printable), (Names{"kin", "wire"}));
+}
+
+TEST(ContentAtoms, LiteralsOnDifferentLinesDoNotMakeAMatch) {
+  auto scanner = build({rule("pair", "body", "alpha.*beta"), rule("digits", "body", "^\\d{5}$")});
+  // Long enough for the table and block paths; the literals of "pair" are on two lines.
+  std::string filler;
+  for (int i = 0; i < 400; ++i) filler += "some ordinary words on a line of text\r\n";
+  EXPECT_EQ(hits(*scanner, "\r\n" + filler + "alpha\r\nbeta\r\n" + filler), (Names{}));
+  EXPECT_EQ(hits(*scanner, "\r\n" + filler + "alpha and beta\r\n12345\r\n" + filler),
+            (Names{"pair", "digits"}));
+}
+
+TEST(ContentAtoms, ManyCandidatesAreMatchedThroughTheSets) {
+  // Every rule's literal occurs, so all are candidates (more than are run one by one);
+  // only those whose whole pattern matches hit.
+  std::vector<policy::ContentRule> rules;
+  std::string text = "\r\n";
+  Names expected;
+  for (int i = 0; i < 30; ++i) {
+    const std::string word = "keyword" + std::to_string(i);
+    rules.push_back(rule(word, "body", "\\b" + word + "\\b"));
+    text += (i % 3 == 0 ? word : word + "x") + " ";
+    if (i % 3 == 0) expected.push_back(word);
+  }
+  auto scanner = build(rules);
+  EXPECT_EQ(hits(*scanner, text + "\r\n"), expected);
+}
+
 TEST(ContentComposite, ExpressionsOverHits) {
   auto scanner = build({
       rule("money", "body", "(?i)million"),

@@ -245,5 +245,65 @@ TEST(MimeDecoders, Primitives) {
   EXPECT_EQ(out, "a=b");
 }
 
+// The decoders copy and decode in blocks (16 bytes, 4 base64 characters); what they give
+// must not depend on where a line break, an escape or a bad character falls.
+TEST(MimeDecoders, BlocksGiveWhatCharacterByCharacterDecodingGives) {
+  const std::string text = "Claim your prize now, dear friend: it waits for you at the bank.";
+  const std::string encoded =  // the text in base64, broken every 4, 7 and 76 characters
+      "Q2xhaW0geW91ciBwcml6ZSBub3csIGRlYXIgZnJpZW5kOiBpdCB3YWl0cyBmb3IgeW91IGF0IHRo"
+      "ZSBiYW5rLg==";
+  for (std::size_t width : {4u, 7u, 76u}) {
+    std::string wrapped;
+    for (std::size_t i = 0; i < encoded.size(); i += width)
+      wrapped += encoded.substr(i, width) + "\r\n";
+    std::string out = "kept:";
+    EXPECT_TRUE(decode_base64(wrapped, out)) << width;
+    EXPECT_EQ(out, "kept:" + text) << width;
+  }
+  // A bad character mid-block is skipped and reported; the rest still decodes.
+  std::string out;
+  EXPECT_FALSE(decode_base64("Q2xh*aW0geW91ciBwcml6ZSBub3cu", out));
+  EXPECT_EQ(out, "Claim your prize now.");
+  // Two streams glued together (padding, then more data).
+  out.clear();
+  EXPECT_TRUE(decode_base64("TWFu\r\nTQ==TWFuTWFuTWFuTWFuTWFu", out));
+  EXPECT_EQ(out, "ManMManManManManMan");
+
+  out.clear();
+  EXPECT_TRUE(decode_quoted_printable(
+      "a long line of plain text before an escape =E2=82=AC and a soft break=\t\r\n"
+      "after it, then =3D3D and a final line\r\n",
+      out));
+  EXPECT_EQ(out,
+            "a long line of plain text before an escape \xE2\x82\xAC and a soft break"
+            "after it, then =3D and a final line\r\n");
+  out.clear();
+  EXPECT_FALSE(decode_quoted_printable("0123456789abcdef=G0123456789abcdef=", out));
+  EXPECT_EQ(out, "0123456789abcdef=G0123456789abcdef");
+}
+
+TEST(MimeHtml, WhitespaceRunsCollapseInLongText) {
+  std::string out;
+  html_to_text(
+      "<p>one two three four five six seven  eight\tnine\r\nten   eleven</p>"
+      "<p>twelve thirteen fourteen fifteen sixteen </p> seventeen",
+      out, nullptr);
+  EXPECT_EQ(out,
+            "one two three four five six seven eight nine ten eleven\n"
+            "twelve thirteen fourteen fifteen sixteen\nseventeen");
+}
+
+TEST(MimeUrls, StartsAreTheOnesALeftToRightScanFinds) {
+  std::vector<std::string> urls;
+  find_urls(
+      "xhttp://no.example 1http://yes.example/a wwww.no.example /www.no.example "
+      "(https://s.example/b): https://overlap.example/http://inner.example "
+      "www.last.example.",
+      urls);
+  EXPECT_EQ(urls, (std::vector<std::string>{"http://yes.example/a", "https://s.example/b",
+                                            "https://overlap.example/http://inner.example",
+                                            "www.last.example"}));
+}
+
 }  // namespace
 }  // namespace mxgate::filters::mime
