@@ -1,9 +1,9 @@
 // Content scanning. Each target's patterns are compiled once per policy generation: an
 // RE2 each (inside a FilteredRE2, which also gives the literals, "atoms", that a pattern
 // cannot match without) and RE2::Sets of them all. A message's text is first searched
-// for the atoms (AtomScanner: a hashed 3-byte window per position, 8 at a time with
-// AVX2); only patterns whose atoms all occur are then matched, and only on the lines
-// that hold one of their atoms, each by its own RE2, or by the sets when many are left.
+// for the atoms (LiteralScanner, literal_scan.hpp); only patterns whose atoms all occur
+// are then matched, and only on the lines that hold one of their atoms, each by its own
+// RE2, or by the sets when many are left.
 // Why not one RE2::Set pass per line, as before: with hundreds of SpamAssassin-like
 // patterns (gaps, counted classes, alternations) the set's DFA has so many states that
 // nearly every byte is a cache miss (~16 ns per byte, bench/README.md), and ordinary
@@ -17,20 +17,14 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <array>
-#include <bit>
 #include <cstring>
 #include <functional>
 #include <map>
 #include <stdexcept>
 
+#include "filters/literal_scan.hpp"
 #include "filters/metrics.hpp"
 #include "policy/names.hpp"
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define MXGATE_ATOM_SCAN_AVX2 1
-#endif
 
 namespace mxgate::filters {
 
@@ -46,8 +40,6 @@ bool iequals(std::string_view a, std::string_view b) {
   }
   return true;
 }
-
-char lower_char(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
 
 struct TargetName {
   std::string_view name;
@@ -70,273 +62,6 @@ constexpr TargetName kTargets[] = {
 bool text_target(ContentTarget target) {
   return target == ContentTarget::body || target == ContentTarget::raw ||
          target == ContentTarget::message;
-}
-
-// Which of a group's atoms occur in a text, and where. Atoms are lower-case (FilteredRE2
-// gives them so, to be found case-insensitively). Each atom is keyed on one of its 3-byte
-// grams, the rarest in text and least shared with other atoms; every position of the text
-// is hashed the same way (ASCII letters folded by setting bit 5) and looked up in a bit
-// table (8 KiB for 1,000 atoms, stays in L1): a load, a multiply and a bit test per byte,
-// or per 8 bytes with AVX2. Only hits compare atoms. (3 bytes, not 4: atoms as short as
-// "kin" or "x14" are common, and a second table for them would double the work per byte.)
-// What cannot be decided this way is reported found: atoms with non-ASCII bytes (RE2's
-// case folding is Unicode's), and atoms with 'k' or 's' when the text holds U+212A KELVIN
-// SIGN or U+017F LONG S, the only non-ASCII characters (?i) matches to ASCII letters.
-class AtomScanner {
- public:
-  void build(const std::vector<std::string>& atoms);
-  // Sets found[i] for every atom i that occurs in `text` or cannot be ruled out, and
-  // appends to `starts` (when given) where each occurrence starts. Returns false when
-  // it marked atoms found that `starts` cannot point at (see below).
-  bool scan(std::string_view text, std::vector<std::uint8_t>& found,
-            std::vector<std::size_t>* starts) const;
-  // Atoms reported found whatever the text: `starts` cannot point at them either.
-  const std::vector<int>& always() const { return always_; }
-  std::size_t size() const { return atoms_.size(); }
-
- private:
-  struct Entry {
-    std::uint32_t gram;    // folded bytes, little-endian
-    std::uint32_t atom;    // index into atoms_
-    std::uint32_t offset;  // where the gram sits in the atom
-    std::uint32_t size;    // of the atom
-    std::uint32_t padded;  // where the atom starts in padded_
-  };
-  // Table size: about 64 bits per atom, so that ~1.5 % of a text's positions hit by
-  // chance (16 bits, 8 KiB, for 1,000 atoms), at most 2^18 bits (32 KiB, still in L1 or
-  // L2). Buckets: 16 table bits each.
-  static constexpr int kBucketShift = 4;
-  int hash_bits_ = 16;
-  std::uint32_t hash(std::uint32_t gram) const { return (gram * 0x9E3779B1u) >> (32 - hash_bits_); }
-  void verify(std::uint32_t hashed, std::uint32_t gram, std::string_view text, std::size_t position,
-              std::vector<std::uint8_t>& found, std::vector<std::size_t>* starts) const;
-  // Calls on_hit(position, gram, hash) for each position whose gram's bit is set.
-  template <class OnHit>
-  void for_each_hit(std::string_view text, OnHit&& on_hit) const;
-#ifdef MXGATE_ATOM_SCAN_AVX2
-  // The same lookups 8 positions at a time (AVX2 gather), where the CPU has it; returns
-  // the first position it did not look at.
-  template <class OnHit>
-  std::size_t hits_avx2(std::string_view text, OnHit& on_hit) const;
-#endif
-
-  std::vector<std::string> atoms_;
-  std::string padded_;                  // the atoms, each zero-padded to a multiple of 8 bytes
-  std::vector<std::uint32_t> bits_;     // 1 << hash_bits_ bits: a gram hash is present
-  std::vector<std::uint32_t> buckets_;  // entries of bucket b: [buckets_[b], buckets_[b+1])
-  std::vector<Entry> entries_;          // sorted by bucket
-  std::vector<int> folded_;             // atoms holding 'k' or 's'
-  std::vector<int> always_;
-};
-
-// 3 bytes as a little-endian integer (the first byte lowest), ASCII letters folded.
-constexpr std::uint32_t kFold = 0x202020u;
-std::uint32_t gram_at(const char* bytes) {
-  return (static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[0])) |
-          static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[1])) << 8 |
-          static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[2])) << 16) |
-         kFold;
-}
-
-// The same with one 4-byte load, when a byte after the gram may be read: this runs for
-// every byte of every text.
-std::uint32_t gram_before(const char* bytes) {
-  std::uint32_t word;
-  std::memcpy(&word, bytes, sizeof word);
-  if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap32(word);
-  return (word & 0xffffffu) | kFold;
-}
-
-// How rare a byte is in mail text: about -10 log2 of its frequency (English letters,
-// spaces, digits, punctuation). A gram's rarity is the sum over its bytes.
-int byte_rarity(unsigned char c) {
-  static constexpr std::array<std::uint8_t, 26> kLetters = {39,  64, 55, 48, 33, 58, 60, 43,  41,
-                                                            100, 74, 49, 56, 41, 39, 61, 100, 43,
-                                                            42,  37, 54, 70, 57, 94, 60, 100};
-  if (c >= 'a' && c <= 'z') return kLetters[c - 'a'];
-  if (c == ' ') return 25;
-  if (c >= '0' && c <= '9') return 76;
-  if (c == '\n' || c == '.' || c == ',') return 61;
-  return 90;
-}
-
-void AtomScanner::build(const std::vector<std::string>& atoms) {
-  atoms_ = atoms;
-  std::vector<Entry> entries;
-  std::map<std::uint32_t, int> uses;  // atoms keyed on each gram so far
-  for (std::size_t i = 0; i < atoms_.size(); ++i) {
-    std::string& atom = atoms_[i];
-    for (char& c : atom) c = lower_char(c);
-    const auto index = static_cast<int>(i);
-    const bool ascii = std::all_of(atom.begin(), atom.end(),
-                                   [](char c) { return static_cast<unsigned char>(c) < 0x80; });
-    if (atom.size() < 3 || !ascii) {
-      always_.push_back(index);
-      continue;
-    }
-    if (atom.find_first_of("ks") != std::string::npos) folded_.push_back(index);
-    std::size_t best = 0;
-    int best_score = 0;
-    for (std::size_t offset = 0; offset + 3 <= atom.size(); ++offset) {
-      int score = 0;
-      for (std::size_t k = 0; k < 3; ++k)
-        score += byte_rarity(static_cast<unsigned char>(atom[offset + k]));
-      // A gram other atoms use too makes every hit compare them all.
-      if (auto found = uses.find(gram_at(atom.data() + offset)); found != uses.end())
-        score -= 40 * found->second;
-      if (offset == 0 || score > best_score) {
-        best = offset;
-        best_score = score;
-      }
-    }
-    const std::uint32_t gram = gram_at(atom.data() + best);
-    ++uses[gram];
-    entries.push_back({gram, static_cast<std::uint32_t>(i), static_cast<std::uint32_t>(best),
-                       static_cast<std::uint32_t>(atom.size()),
-                       static_cast<std::uint32_t>(padded_.size())});
-    padded_ += atom;
-    padded_.append((8 - atom.size() % 8) % 8, '\0');
-  }
-  hash_bits_ = std::clamp(static_cast<int>(std::bit_width(entries.size() * 64)), 14, 18);
-  bits_.assign((std::size_t{1} << hash_bits_) / 32, 0);
-  buckets_.assign((std::size_t{1} << (hash_bits_ - kBucketShift)) + 1, 0);
-  auto bucket_of = [&](const Entry& entry) { return hash(entry.gram) >> kBucketShift; };
-  std::stable_sort(entries.begin(), entries.end(),
-                   [&](const Entry& a, const Entry& b) { return bucket_of(a) < bucket_of(b); });
-  for (const Entry& entry : entries) {
-    const std::uint32_t hashed = hash(entry.gram);
-    bits_[hashed >> 5] |= std::uint32_t{1} << (hashed & 31);
-    ++buckets_[bucket_of(entry) + 1];
-  }
-  for (std::size_t b = 1; b < buckets_.size(); ++b) buckets_[b] += buckets_[b - 1];
-  entries_ = std::move(entries);
-}
-
-// 8 bytes as a little-endian integer.
-std::uint64_t load8(const char* bytes) {
-  std::uint64_t word;
-  std::memcpy(&word, bytes, sizeof word);
-  if constexpr (std::endian::native == std::endian::big) word = __builtin_bswap64(word);
-  return word;
-}
-
-// ASCII upper-case letters of 8 bytes lowered at once (bytes over 0x7f kept).
-std::uint64_t ascii_lower8(std::uint64_t bytes) {
-  constexpr std::uint64_t kHigh = 0x8080808080808080ull;
-  const std::uint64_t low7 = bytes & ~kHigh;                  // no carry between bytes below
-  const std::uint64_t from_a = low7 + 0x3f3f3f3f3f3f3f3full;  // high bit: byte >= 'A'
-  const std::uint64_t past_z = low7 + 0x2525252525252525ull;  // high bit: byte > 'Z'
-  const std::uint64_t upper = from_a & ~past_z & ~bytes & kHigh;
-  return bytes | (upper >> 2);
-}
-
-void AtomScanner::verify(std::uint32_t hashed, std::uint32_t gram, std::string_view text,
-                         std::size_t position, std::vector<std::uint8_t>& found,
-                         std::vector<std::size_t>* starts) const {
-  const std::uint32_t bucket = hashed >> kBucketShift;
-  for (std::uint32_t e = buckets_[bucket]; e < buckets_[bucket + 1]; ++e) {
-    const Entry& entry = entries_[e];
-    if (entry.gram != gram || position < entry.offset) continue;
-    const std::size_t start = position - entry.offset;
-    if (entry.size > text.size() - start) continue;
-    const char* atom = padded_.data() + entry.padded;
-    const char* at = text.data() + start;
-    bool equal = true;
-    if ((entry.size + 7) / 8 * 8 <= text.size() - start) {
-      // 8 bytes a step; the last step masks what lies past the atom.
-      for (std::size_t k = 0; k < entry.size && equal; k += 8) {
-        const std::size_t left = entry.size - k;
-        const std::uint64_t mask = left >= 8 ? ~0ull : (1ull << (8 * left)) - 1;
-        equal = ((ascii_lower8(load8(at + k)) ^ load8(atom + k)) & mask) == 0;
-      }
-    } else {
-      for (std::size_t k = 0; k < entry.size && equal; ++k) equal = lower_char(at[k]) == atom[k];
-    }
-    if (!equal) continue;
-    found[entry.atom] = 1;
-    if (starts) starts->push_back(start);
-  }
-}
-
-#ifdef MXGATE_ATOM_SCAN_AVX2
-template <class OnHit>
-__attribute__((target("avx2"))) std::size_t AtomScanner::hits_avx2(std::string_view text,
-                                                                   OnHit& on_hit) const {
-  const char* data = text.data();
-  const std::size_t size = text.size();
-  // 16 bytes in, the grams at its first 8 positions out (a zero fourth byte each).
-  const __m256i grams_of =
-      _mm256_setr_epi8(0, 1, 2, -128, 1, 2, 3, -128, 2, 3, 4, -128, 3, 4, 5, -128, 4, 5, 6, -128, 5,
-                       6, 7, -128, 6, 7, 8, -128, 7, 8, 9, -128);
-  const __m256i fold = _mm256_set1_epi32(static_cast<int>(kFold));
-  const __m256i multiplier = _mm256_set1_epi32(static_cast<int>(0x9E3779B1u));
-  const __m256i low5 = _mm256_set1_epi32(31);
-  const __m128i shift = _mm_cvtsi32_si128(32 - hash_bits_);
-  const int* words = reinterpret_cast<const int*>(bits_.data());
-  // Masks of a chunk first, hits after: a branch on each block's mask would mispredict
-  // at every hit and throw away the gathers in flight.
-  constexpr std::size_t kChunk = 128;  // blocks of 8 positions
-  std::uint8_t masks[kChunk];
-  std::size_t i = 0;
-  while (i + 16 <= size) {
-    const std::size_t blocks = std::min(kChunk, (size - i - 16) / 8 + 1);
-    for (std::size_t b = 0; b < blocks; ++b) {
-      const __m256i bytes = _mm256_broadcastsi128_si256(
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(data + i + 8 * b)));
-      const __m256i grams = _mm256_or_si256(_mm256_shuffle_epi8(bytes, grams_of), fold);
-      const __m256i hashed = _mm256_srl_epi32(_mm256_mullo_epi32(grams, multiplier), shift);
-      const __m256i word = _mm256_i32gather_epi32(words, _mm256_srli_epi32(hashed, 5), 4);
-      // Each lane's bit moved up to the sign bit, which movemask collects.
-      const __m256i bit =
-          _mm256_sllv_epi32(word, _mm256_sub_epi32(low5, _mm256_and_si256(hashed, low5)));
-      masks[b] = static_cast<std::uint8_t>(_mm256_movemask_ps(_mm256_castsi256_ps(bit)));
-    }
-    for (std::size_t b = 0; b < blocks; ++b) {
-      for (unsigned mask = masks[b]; mask; mask &= mask - 1) {
-        const std::size_t position = i + 8 * b + static_cast<std::size_t>(std::countr_zero(mask));
-        const std::uint32_t gram = gram_before(data + position);
-        on_hit(position, gram, hash(gram));
-      }
-    }
-    i += 8 * blocks;
-  }
-  return i;
-}
-#endif
-
-template <class OnHit>
-void AtomScanner::for_each_hit(std::string_view text, OnHit&& on_hit) const {
-  const char* data = text.data();
-  const std::size_t size = text.size();
-  if (size < 3 || entries_.empty()) return;
-  // A local: writes through on_hit's byte vectors would otherwise make the compiler
-  // reload the table's address at every position.
-  const std::uint32_t* const bits = bits_.data();
-  auto look = [&](std::size_t position, std::uint32_t gram) {
-    const std::uint32_t hashed = hash(gram);
-    if ((bits[hashed >> 5] >> (hashed & 31)) & 1) [[unlikely]]
-      on_hit(position, gram, hashed);
-  };
-  std::size_t i = 0;
-#ifdef MXGATE_ATOM_SCAN_AVX2
-  static const bool avx2 = __builtin_cpu_supports("avx2");
-  if (avx2) i = hits_avx2(text, on_hit);
-#endif
-  for (; i + 4 <= size; ++i) look(i, gram_before(data + i));
-  look(i, gram_at(data + i));
-}
-
-bool AtomScanner::scan(std::string_view text, std::vector<std::uint8_t>& found,
-                       std::vector<std::size_t>* starts) const {
-  for_each_hit(text, [&](std::size_t position, std::uint32_t gram, std::uint32_t hashed) {
-    verify(hashed, gram, text, position, found, starts);
-  });
-  if (!folded_.empty() && (text.find("\xE2\x84\xAA") != std::string_view::npos ||
-                           text.find("\xC5\xBF") != std::string_view::npos)) {
-    for (int atom : folded_) found[static_cast<std::size_t>(atom)] = 1;
-    return false;
-  }
-  return always_.empty();
 }
 
 // How a group's text is cut into the pieces one pattern is matched against.
@@ -410,7 +135,7 @@ struct ContentScanner::Group {
   re2::FilteredRE2 filter{kMinAtomLength};
   std::vector<std::size_t> rule_of;  // filter id -> rule index
   std::vector<int> unfiltered;       // filter ids without atoms (sorted): always candidates
-  AtomScanner atoms;
+  LiteralScanner atoms;
   std::vector<CompiledSet> sets;  // the same patterns, for when many pass the atoms
 
   // Shorter atoms say little: FilteredRE2 leaves them out, so the patterns needing only
