@@ -31,11 +31,11 @@ class LiteralScanner {
  public:
   void build(const std::vector<std::string>& literals,
              LiteralScanPath path = LiteralScanPath::fastest);
-  // Sets found[i] for every literal i that occurs in `text` or cannot be ruled out
-  // (`found` holds size() entries), and appends to `starts` (when given) where each
-  // occurrence starts (not sorted). Returns false when it marked literals found that
-  // `starts` cannot point at: always() is not empty, or the text holds one of the two
-  // characters above.
+  // Sets found[i] for every literal i that occurs in `text` or that the text cannot rule
+  // out (`found` holds size() entries; the always() literals are not set: the caller
+  // adds them), and appends to `starts` (when given) where each occurrence starts (not
+  // sorted). Returns false when some literals count as found without a start there:
+  // always() is not empty, or the text holds one of the two characters above.
   bool scan(std::string_view text, std::vector<std::uint8_t>& found,
             std::vector<std::size_t>* starts) const;
   // Literals reported found whatever the text: `starts` cannot point at them either.

@@ -18,8 +18,17 @@ for target in "${targets[@]}"; do
   mkdir -p "$work/$target"
   [ -d "fuzz/corpus/$target" ] && corpus+=("fuzz/corpus/$target")
   echo "=== $target: ${seconds}s"
-  "build/fuzz/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 "${corpus[@]}" 2>&1 |
-    grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" || true
-  # libFuzzer exits non-zero on a crash; pipefail carries it here.
+  # libFuzzer exits non-zero on a crash. (Its status is kept apart from the grep's: a
+  # `| grep ... || true` once swallowed a crash here.)
+  status=0
+  "build/fuzz/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 "${corpus[@]}" \
+    > "$work/$target.log" 2>&1 || status=$?
+  grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" \
+    "$work/$target.log" || true
+  if [ "$status" -ne 0 ]; then
+    echo "=== $target FAILED (exit $status):"
+    tail -n 60 "$work/$target.log"
+    exit 1
+  fi
 done
 echo "fuzz smoke: ${#targets[@]} targets, no crash"
