@@ -21,7 +21,10 @@ for target in "${targets[@]}"; do
   # libFuzzer exits non-zero on a crash. (Its status is kept apart from the grep's: a
   # `| grep ... || true` once swallowed a crash here.)
   status=0
-  "build/fuzz/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 "${corpus[@]}" \
+  # A crashing input is kept under build/fuzz/artifacts/, not dropped in the source tree.
+  mkdir -p build/fuzz/artifacts
+  "build/fuzz/fuzz/$target" -max_total_time="$seconds" -print_final_stats=1 \
+    -artifact_prefix=build/fuzz/artifacts/"$target"- "${corpus[@]}" \
     > "$work/$target.log" 2>&1 || status=$?
   grep -E "^(#[0-9]+.*DONE|stat::number_of_executed_units|==[0-9]+==ERROR|SUMMARY)" \
     "$work/$target.log" || true
