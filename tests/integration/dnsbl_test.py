@@ -6,7 +6,6 @@ waits no longer than greet_pause."""
 
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -75,16 +74,6 @@ class Rbldnsd:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class SourcedSmtp(harness.RawSmtp):
-    """RawSmtp from a chosen loopback source address."""
-
-    def __init__(self, port, source, timeout=5.0):
-        self.timeout = timeout
-        self.sock = socket.create_connection((harness.HOST, port), timeout=timeout,
-                                             source_address=(source, 0))
-        self.buffer = b""
-        self.closed_by_peer = False
-
 
 def dnsbl_rule(zone="key123.bl.test", action="reject", **extra):
     rule = {"zone": zone, "reply_name": "bl.test", "action": action}
@@ -108,7 +97,7 @@ class DnsblTest(harness.IntegrationTest):
         self.sink.clear()
 
     def client(self, mx, source):
-        client = SourcedSmtp(mx.port, source)
+        client = harness.RawSmtp(harness.HOST, mx.port, source=source)
         self.addCleanup(client.close)
         self.assertReply(client.greeting(), 220)
         self.assertReply(client.ehlo("client.test"), 250)
@@ -140,24 +129,13 @@ class DnsblTest(harness.IntegrationTest):
         self.assertIn(b"Subject: not listed", received.raw)
 
 
-class Blackhole:
-    """A DNS server that never answers: a bound UDP socket nobody reads."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((harness.HOST, 0))
-        self.port = self.sock.getsockname()[1]
-
-    def close(self):
-        self.sock.close()
-
 
 class DeadResolverTest(harness.IntegrationTest):
     TIMEOUT = 1.5
 
     @classmethod
     def setUpClass(cls):
-        cls.blackhole = Blackhole()
+        cls.blackhole = harness.DnsBlackhole()
         cls.addClassCleanup(cls.blackhole.close)
         cls.sink = cls.start_class_sink()
         cls.mx = cls.start_class_mxgate(backend_port=cls.sink.port, config={
@@ -171,7 +149,7 @@ class DeadResolverTest(harness.IntegrationTest):
     def rcpt_time(self, source, results, index):
         started = time.monotonic()
         try:
-            client = SourcedSmtp(self.mx.port, source, timeout=10)
+            client = harness.RawSmtp(harness.HOST, self.mx.port, timeout=10, source=source)
             client.greeting()
             client.ehlo("client.test")
             client.command("MAIL FROM:<sender@client.test>")

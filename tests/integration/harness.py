@@ -897,9 +897,12 @@ class RawSmtp:
     """A socket SMTP client that sends exactly the bytes it is given and reads replies
     (multi-line aware). For protocol-level tests: pipelining, bare CR/LF, smuggling."""
 
-    def __init__(self, host, port, timeout=5.0):
+    def __init__(self, host, port, timeout=5.0, source=None):
+        """source: the local address to connect from (any 127/8 address is ours on
+        loopback), so tests can be several clients."""
         self.timeout = timeout
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buffer = b""
         self.closed_by_peer = False
 
@@ -1030,6 +1033,18 @@ def session(port, *, helo="client.test", ehlo=True, timeout=5.0):
         raise AssertionError(f"EHLO/HELO reply {reply!r}")
     client.ehlo_reply = reply
     return client
+
+
+class DnsBlackhole:
+    """A DNS server that never answers: a bound UDP socket nobody reads."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((HOST, 0))
+        self.port = self.sock.getsockname()[1]
+
+    def close(self):
+        self.sock.close()
 
 
 def swaks(port, *args, host=HOST, timeout=30):

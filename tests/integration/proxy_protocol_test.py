@@ -43,13 +43,7 @@ backend mx
 
     def send_from(self, source_ip, port):
         """One message from `source_ip` (another loopback address) through HAProxy."""
-        sock = socket.create_connection((harness.HOST, port), timeout=5,
-                                        source_address=(source_ip, 0))
-        client = harness.RawSmtp.__new__(harness.RawSmtp)
-        client.timeout = 5
-        client.sock = sock
-        client.buffer = b""
-        client.closed_by_peer = False
+        client = harness.RawSmtp(harness.HOST, port, timeout=5, source=source_ip)
         self.addCleanup(client.close)
         self.assertEqual(client.read_reply().code, 220)
         self.assertReply(client.command("EHLO far.client.test"), 250)

@@ -5,7 +5,6 @@ refused earns a positive one until its next session is rejected early for it; `m
 reputation reset` gives it a clean slate."""
 
 import os
-import socket
 import sys
 import unittest
 
@@ -16,16 +15,6 @@ from ratelimit_test import REDIS_SERVER, RedisServer  # noqa: E402
 GOOD = "127.0.0.1"
 BAD = "127.0.0.6"  # loopback sources: the kernel lets a client pick any 127/8 address
 
-
-class SourcedSmtp(harness.RawSmtp):
-    """RawSmtp from a chosen loopback source address."""
-
-    def __init__(self, port, source, timeout=5.0):
-        self.timeout = timeout
-        self.sock = socket.create_connection((harness.HOST, port), timeout=timeout,
-                                             source_address=(source, 0))
-        self.buffer = b""
-        self.closed_by_peer = False
 
 
 class ReputationTest(harness.IntegrationTest):
@@ -47,7 +36,7 @@ class ReputationTest(harness.IntegrationTest):
         })
 
     def client(self, source, helo="client.test"):
-        client = SourcedSmtp(self.mx.port, source)
+        client = harness.RawSmtp(harness.HOST, self.mx.port, source=source)
         self.addCleanup(client.close)
         self.assertReply(client.read_reply(), 220)
         self.assertReply(client.command("EHLO " + helo), 250)

@@ -9,7 +9,6 @@ the first RCPT."""
 import os
 import re
 import shutil
-import socket
 import sys
 import time
 import unittest
@@ -72,27 +71,6 @@ class Dnsmasq:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Blackhole:
-    """A DNS server that never answers: a bound UDP socket nobody reads."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((harness.HOST, 0))
-        self.port = self.sock.getsockname()[1]
-
-    def close(self):
-        self.sock.close()
-
-
-class SourcedSmtp(harness.RawSmtp):
-    """RawSmtp from a chosen loopback source address (any 127/8 address is ours)."""
-
-    def __init__(self, port, source, timeout=5.0):
-        self.timeout = timeout
-        self.sock = socket.create_connection((harness.HOST, port), timeout=timeout,
-                                             source_address=(source, 0))
-        self.buffer = b""
-        self.closed_by_peer = False
 
 
 def xclient_name(sink, client_port):
@@ -121,7 +99,7 @@ class ReverseDnsTest(harness.IntegrationTest):
         self.sink.clear()
 
     def client(self, source, mx=None):
-        client = SourcedSmtp((mx or self.mx).port, source)
+        client = harness.RawSmtp(harness.HOST, (mx or self.mx).port, source=source)
         self.addCleanup(client.close)
         self.assertReply(client.greeting(), 220)
         self.assertReply(client.ehlo("client.test"), 250)
@@ -206,7 +184,7 @@ class ReverseDnsPostfixTest(harness.IntegrationTest):
         })
 
     def deliver(self, source, subject):
-        client = SourcedSmtp(self.mx.port, source)
+        client = harness.RawSmtp(harness.HOST, self.mx.port, source=source)
         self.addCleanup(client.close)
         self.assertReply(client.greeting(), 220)
         self.assertReply(client.ehlo("client.test"), 250)
@@ -248,7 +226,7 @@ class SlowDnsTest(harness.IntegrationTest):
 
     @classmethod
     def setUpClass(cls):
-        cls.blackhole = Blackhole()
+        cls.blackhole = harness.DnsBlackhole()
         cls.addClassCleanup(cls.blackhole.close)
         cls.sink = cls.start_class_sink(xclient=True, extra_args=["-v"])
         cls.mx = cls.start_class_mxgate(backend_port=cls.sink.port, config={
