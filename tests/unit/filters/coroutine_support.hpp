@@ -29,6 +29,25 @@ T run_until_done(boost::asio::io_context& io, boost::asio::awaitable<T> work) {
   return future.get();
 }
 
+// A filter stage started without running the io_context, so that a test decides when
+// it may finish (a gated store, a stage that must not wait). `context` must outlive the
+// call: the coroutine reads it when the io_context runs.
+inline std::future<Verdict> start_stage(boost::asio::io_context& io, FilterInstance& instance,
+                                        Stage stage, const SessionContext& context) {
+  return boost::asio::co_spawn(io, instance.on_stage(stage, context), boost::asio::use_future);
+}
+// Runs the io_context for 20 ms; whether the stage has its verdict now.
+inline bool stage_ready(boost::asio::io_context& io, std::future<Verdict>& verdict) {
+  io.restart();
+  io.run_for(std::chrono::milliseconds(20));
+  return verdict.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+inline Verdict finish_stage(boost::asio::io_context& io, std::future<Verdict>& verdict) {
+  while (!stage_ready(io, verdict)) {
+  }
+  return verdict.get();
+}
+
 struct ScriptedFilterState {
   int calls = 0;
 };

@@ -20,6 +20,7 @@
 #include <thread>
 
 #include "coroutine_support.hpp"
+#include "dns_blackhole.hpp"
 #include "filters/dns_resolver.hpp"
 #include "filters/dnsbl.hpp"
 #include "filters/metrics.hpp"
@@ -399,22 +400,7 @@ TEST_F(DnsblRbldnsdTest, CacheHitDoesNotQueryAgain) {
   EXPECT_EQ(services.resolver->queries_sent(), before + 2);
 }
 
-// A resolver that swallows queries: a bound UDP socket nobody reads.
-struct Blackhole {
-  Blackhole() {
-    fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    port = ntohs(address.sin_port);
-  }
-  ~Blackhole() { ::close(fd); }
-  int fd;
-  std::uint16_t port;
-};
+using testing::Blackhole;
 
 TEST_F(DnsblRbldnsdTest, DeadResolverTimeoutIsHonoured) {
   Blackhole blackhole;

@@ -93,20 +93,11 @@ class RateLimitFilterTest : public ::testing::Test {
     EXPECT_TRUE(connect.contributions.empty());
     return run(instance, Stage::rcpt, context);
   }
-  // Starts a stage without running the io_context: the test decides when it may finish.
   std::future<Verdict> start(FilterInstance& instance, Stage stage, const SessionContext& context) {
-    return boost::asio::co_spawn(io_, instance.on_stage(stage, context), boost::asio::use_future);
+    return testing::start_stage(io_, instance, stage, context);
   }
-  bool ready(std::future<Verdict>& verdict) {
-    io_.restart();
-    io_.run_for(std::chrono::milliseconds(20));
-    return verdict.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-  }
-  Verdict finish(std::future<Verdict>& verdict) {
-    while (!ready(verdict)) {
-    }
-    return verdict.get();
-  }
+  bool ready(std::future<Verdict>& verdict) { return testing::stage_ready(io_, verdict); }
+  Verdict finish(std::future<Verdict>& verdict) { return testing::finish_stage(io_, verdict); }
 
   boost::asio::io_context io_;
   std::shared_ptr<MemoryStore> store_ = std::make_shared<MemoryStore>();

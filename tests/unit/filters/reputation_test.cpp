@@ -157,13 +157,9 @@ class ReputationBackgroundTest : public ReputationFilterTest {
         std::clamp(ip_ + helo_ + domain_, options_.min_score, options_.max_score) - session;
   }
   std::future<Verdict> start(FilterInstance& instance, Stage stage, const SessionContext& context) {
-    return boost::asio::co_spawn(io_, instance.on_stage(stage, context), boost::asio::use_future);
+    return testing::start_stage(io_, instance, stage, context);
   }
-  bool ready(std::future<Verdict>& verdict) {
-    io_.restart();
-    io_.run_for(std::chrono::milliseconds(20));
-    return verdict.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
-  }
+  bool ready(std::future<Verdict>& verdict) { return testing::stage_ready(io_, verdict); }
 
   ReputationOptions options_;
   std::shared_ptr<GatedStore> gated_ = std::make_shared<GatedStore>(io_.get_executor(), store_);

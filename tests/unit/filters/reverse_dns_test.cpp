@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "coroutine_support.hpp"
+#include "dns_blackhole.hpp"
 #include "filters/dns_resolver.hpp"
 
 extern char** environ;
@@ -36,22 +37,7 @@ const char* dnsmasq_path() {
   return nullptr;
 }
 
-// A DNS server that swallows queries: a bound UDP socket nobody reads.
-struct Blackhole {
-  Blackhole() {
-    fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-    socklen_t length = sizeof address;
-    ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-    port = ntohs(address.sin_port);
-  }
-  ~Blackhole() { ::close(fd); }
-  int fd;
-  std::uint16_t port;
-};
+using testing::Blackhole;
 
 // A UDP port nobody uses right now (bound, read, released): queries to it are refused.
 std::uint16_t free_udp_port() {
