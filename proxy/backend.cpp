@@ -14,6 +14,7 @@
 #include <cctype>
 
 #include "filters/metrics.hpp"
+#include "policy/names.hpp"
 #include "proxy/smtp/data_reader.hpp"
 
 namespace asio = boost::asio;
@@ -26,12 +27,6 @@ namespace {
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t max_reply_line = 4096;
 constexpr std::size_t max_reply_lines = 100;
-
-std::string upper(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  return out;
-}
 }  // namespace
 
 std::string xtext_encode(std::string_view value) {
@@ -77,9 +72,15 @@ void Backend::abort() {
 }
 
 bool Backend::offers(std::string_view extension) const {
-  std::string wanted = upper(extension);
+  // Asked several times per message (SIZE, DSN, PIPELINING, CHUNKING...): no allocation.
+  // The EHLO lines were lower-cased once, when they arrived.
   return std::any_of(extensions_.begin(), extensions_.end(), [&](const std::string& line) {
-    return line == wanted || line.rfind(wanted + " ", 0) == 0;
+    if (line.size() < extension.size()) return false;
+    if (line.size() > extension.size() && line[extension.size()] != ' ') return false;
+    for (std::size_t i = 0; i < extension.size(); ++i) {
+      if (line[i] != std::tolower(static_cast<unsigned char>(extension[i]))) return false;
+    }
+    return true;
   });
 }
 
@@ -110,7 +111,8 @@ awaitable<Reply> Backend::ehlo(std::string_view client_helo) {
   Reply reply = co_await read_reply(config_.command_timeout);
   extensions_.clear();
   if (reply.code == 250) {
-    for (std::size_t i = 1; i < reply.lines.size(); ++i) extensions_.push_back(upper(reply.lines[i]));
+    for (std::size_t i = 1; i < reply.lines.size(); ++i)
+      extensions_.push_back(policy::ascii_lower(reply.lines[i]));
   }
   co_return reply;
 }

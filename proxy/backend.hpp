@@ -80,7 +80,7 @@ class Backend {
   std::string hostname_;
   boost::asio::ssl::context* tls_context_;
   std::unique_ptr<SmtpStream> stream_;
-  std::vector<std::string> extensions_;   // upper-case EHLO keywords with parameters
+  std::vector<std::string> extensions_;   // lower-case EHLO keywords with parameters
   bool open_ = false;
   bool xclient_used_ = false;
   bool failed_ = false;   // a transport failure closed the connection
