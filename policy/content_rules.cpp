@@ -14,15 +14,7 @@
 #include "policy/rules.hpp"
 
 namespace mxgate::policy::detail {
-namespace {
 
-// Where a content pattern looks; "header:<Name>" selects one header field. The same names
-// as filters/content.cpp's parse_content_target (policy cannot depend on filters).
-const std::vector<std::string> kContentTargets{"body", "headers",    "all-headers", "subject",
-                                               "from", "to",         "message",     "raw",
-                                               "url",  "attachment", "mime"};
-
-// A pattern is compiled here only to be validated; filters/content compiles its own.
 std::string regex_error(const std::string& pattern) {
   if (pattern.empty()) return "empty pattern (it would match everything)";
   RE2::Options options;
@@ -31,6 +23,14 @@ std::string regex_error(const std::string& pattern) {
   if (regex.ok()) return {};
   return "invalid regular expression '" + pattern + "': " + regex.error();
 }
+
+namespace {
+
+// Where a content pattern looks; "header:<Name>" selects one header field. The same names
+// as filters/content.cpp's parse_content_target (policy cannot depend on filters).
+const std::vector<std::string> kContentTargets{"body", "headers",    "all-headers", "subject",
+                                               "from", "to",         "message",     "raw",
+                                               "url",  "attachment", "mime"};
 
 std::string content_target_error(const std::string& where) {
   if (std::find(kContentTargets.begin(), kContentTargets.end(), where) != kContentTargets.end()) {

@@ -3,7 +3,6 @@
 #include "policy/loader.hpp"
 
 #include <fmt/format.h>
-#include <re2/re2.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -456,15 +455,10 @@ void parse_rdns_checks(Context& context, const YAML::Node& node, RdnsChecksConfi
   if (auto items = fields.read_list("dynamic_patterns", false)) {
     rdns.dynamic_patterns.clear();
     for (const ListItem& item : *items) {
-      // Compiled here only to be validated; filters/reverse_dns compiles its own.
-      RE2::Options options;
-      options.set_log_errors(false);
-      RE2 regex(item.value, options);
-      if (regex.ok())
-        rdns.dynamic_patterns.push_back(item.value);
+      if (std::string error = detail::regex_error(item.value); !error.empty())
+        context.error(item.mark, item.path, error);
       else
-        context.error(item.mark, item.path,
-                      "invalid regular expression '" + item.value + "': " + regex.error());
+        rdns.dynamic_patterns.push_back(item.value);
     }
   }
 }

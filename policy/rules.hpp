@@ -26,6 +26,11 @@ class RuleNames {
 inline constexpr double kMaxScore = 1000;
 extern const EnumNames<RuleAction> kRuleActions;
 
+// Empty when `pattern` is a valid RE2 pattern, else the error to report ("invalid regular
+// expression '...': ..."). An empty pattern is an error: it would match everything.
+// Compiled only to be validated; the filters compile their own.
+std::string regex_error(const std::string& pattern);
+
 // `name`, validated; `required` for rules that have no natural default name.
 void read_rule_name(Fields& fields, std::string& name, bool required);
 // Reads `action` and the score key (`score`, or `weight` for dnsbl), then checks that they

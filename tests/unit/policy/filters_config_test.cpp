@@ -77,6 +77,9 @@ TEST(FiltersConfig, ReverseDnsErrors) {
             std::vector<std::string>{
                 "test.yaml:3:28: rdns_checks.dynamic_patterns[1]: invalid regular expression "
                 "'dsl(': missing ): dsl("});
+  // An empty pattern would call every name dynamic.
+  EXPECT_TRUE(has_error("rdns_checks: { dynamic: 1, dynamic_patterns: [''] }\n",
+                        "rdns_checks.dynamic_patterns[0]: expected a value"));
   EXPECT_TRUE(has_error("rdns_checks: { mising: 1 }\n", "unknown key 'mising'"));
   EXPECT_TRUE(has_error("rdns_checks: { unverified: lots }\n", "rdns_checks.unverified"));
   // The checks judge the lookup's answer: on without it, they would never fire.
