@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 
 HOST = "127.0.0.1"
 # A DNS server address where nothing listens (a privileged UDP port no test binds): a
@@ -1033,6 +1034,16 @@ def session(port, *, helo="client.test", ehlo=True, timeout=5.0):
         raise AssertionError(f"EHLO/HELO reply {reply!r}")
     client.ehlo_reply = reply
     return client
+
+
+def metric_value(port, name):
+    """The value of an unlabelled sample in mxgate's /metrics on `port` (0.0 when absent,
+    as Prometheus reads a counter that was never incremented)."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
 
 
 class DnsBlackhole:

@@ -12,7 +12,6 @@ import socket
 import sys
 import time
 import unittest
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -61,18 +60,6 @@ def parse_syslog(datagram):
     if not match:
         raise AssertionError(f"not an RFC 3164 line: {datagram!r}")
     return int(match.group(1)), int(match.group(2)), json.loads(match.group(3))
-
-
-def scrape(port):
-    with urllib.request.urlopen(f"http://{harness.HOST}:{port}/metrics", timeout=5) as reply:
-        return reply.read().decode()
-
-
-def metric(text, name):
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return None
 
 
 def proc_status(pid):
@@ -138,7 +125,7 @@ class SyslogTest(harness.IntegrationTest):
         self.assertEqual(len(sink.wait_for_messages(1)), 1)
         self.assertEqual(mx.wait_for_rejections(1)[0]["ref"], refused.ref)
         harness.wait_until(
-            lambda: (metric(scrape(metrics_port), "mxgate_syslog_dropped_total") or 0) >= 1,
+            lambda: harness.metric_value(metrics_port, "mxgate_syslog_dropped_total") >= 1,
             what="mxgate_syslog_dropped_total counts the dropped line")
 
         # The daemon comes (back): after the one-second retry pause, lines arrive again.

@@ -24,14 +24,6 @@ def post_reload(port):
         return error.code, error.read().decode()
 
 
-def metric(port, name):
-    with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return 0.0
-
-
 class ReloadTest(harness.IntegrationTest):
     def setUp(self):
         self.sink = self.start_sink()
@@ -52,7 +44,7 @@ class ReloadTest(harness.IntegrationTest):
         os.replace(self.mx.config_path + ".new", self.mx.config_path)
 
     def generation(self):
-        return metric(self.metrics_port, "mxgate_config_generation")
+        return harness.metric_value(self.metrics_port, "mxgate_config_generation")
 
     def rcpt_reply(self, client, recipient):
         return client.command(f"RCPT TO:<{recipient}>")
@@ -93,7 +85,7 @@ class ReloadTest(harness.IntegrationTest):
                            what="the refusal in the log")
         self.assertIn("max_recipients", self.mx.stderr_text())
         self.assertEqual(self.generation(), 1)
-        self.assertEqual(metric(self.metrics_port, "mxgate_config_reload_failures_total"), 1)
+        self.assertEqual(harness.metric_value(self.metrics_port, "mxgate_config_reload_failures_total"), 1)
         self.assertTrue(self.mx.running())
 
         self.assertReply(self.rcpt_reply(inflight, "user@example.org"), 250)
