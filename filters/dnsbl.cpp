@@ -17,6 +17,7 @@
 #include <boost/system/system_error.hpp>
 #include <cctype>
 
+#include "filters/completion.hpp"
 #include "filters/dns_cache.hpp"
 #include "filters/dns_resolver.hpp"
 #include "filters/metrics.hpp"
@@ -170,19 +171,16 @@ using List = DnsblFilter::List;
 
 // One list asked about one subject (client IP, HELO name, sender domain).
 struct Lookup {
-  explicit Lookup(const asio::any_io_executor& executor) : signal(executor) {
-    signal.expires_at(asio::steady_timer::time_point::max());
-  }
+  explicit Lookup(const asio::any_io_executor& executor) : completion(executor) {}
   std::shared_ptr<List> list;
   Stage origin = Stage::connect;
   std::string subject;  // "client [192.0.2.1]", "Helo command [x.example]", ...
   std::string qname;    // holds the zone, so its key: never logged
-  bool done = false;
   bool reported = false;
   DnsAnswer::Status status = DnsAnswer::Status::error;
   std::string error;
   CachedAnswer answer;
-  asio::steady_timer signal;  // cancelled when done: wakes the waiting session
+  Completion completion;  // set when the answer is in: wakes the waiting session
 };
 
 // Redis only: with the embedded store the process-wide LRU already is the shared cache.
@@ -209,8 +207,7 @@ asio::awaitable<void> run_lookup(std::shared_ptr<Lookup> lookup,
           lookup->status =
               lookup->answer.exists ? DnsAnswer::Status::ok : DnsAnswer::Status::nxdomain;
           if (cache) cache->put(lookup->qname, lookup->answer, std::chrono::seconds(0));
-          lookup->done = true;
-          lookup->signal.cancel();
+          lookup->completion.set();
           co_return;
         }
       }
@@ -245,8 +242,7 @@ asio::awaitable<void> run_lookup(std::shared_ptr<Lookup> lookup,
     lookup->error = error.what();
     publish = false;
   }
-  lookup->done = true;
-  lookup->signal.cancel();  // the session goes on; sharing the answer is not its business
+  lookup->completion.set();  // the session goes on; sharing the answer is not its business
   if (publish && store) {
     const auto kept = cache ? cache->clamp_ttl(ttl) : std::max(ttl, std::chrono::seconds(60));
     try {
@@ -379,13 +375,13 @@ class DnsblInstance final : public FilterInstance {
         lookup->answer = std::move(*cached);
         lookup->status =
             lookup->answer.exists ? DnsAnswer::Status::ok : DnsAnswer::Status::nxdomain;
-        lookup->done = true;
+        lookup->completion.set();
         return;
       }
     }
     if (!services_.resolver) {
       lookup->error = "no resolver";
-      lookup->done = true;
+      lookup->completion.set();
       return;
     }
     asio::co_spawn(
@@ -433,14 +429,7 @@ class DnsblInstance final : public FilterInstance {
     // Decisive actions go by config order, as Postfix applies restrictions in order.
     std::stable_sort(due.begin(), due.end(),
                      [](const auto& a, const auto& b) { return a->list->index < b->list->index; });
-    for (const auto& lookup : due) {
-      while (!lookup->done) {
-        boost::system::error_code error;
-        co_await lookup->signal.async_wait(asio::redirect_error(asio::use_awaitable, error));
-        // Only our own cancel() sets done; anything else is the pipeline's deadline.
-        if (!lookup->done) throw boost::system::system_error(asio::error::operation_aborted);
-      }
-    }
+    for (const auto& lookup : due) co_await lookup->completion.wait();
     Verdict verdict;
     for (const auto& lookup : due) {
       lookup->reported = true;

@@ -19,6 +19,7 @@
 #include <cmath>
 #include <random>
 
+#include "filters/completion.hpp"
 #include "filters/metrics.hpp"
 #include "policy/names.hpp"
 
@@ -341,16 +342,13 @@ asio::awaitable<void> release_all(std::shared_ptr<Store> store,
 // The background rules of one stage, checked one after the other as the stage checked
 // them when it awaited them: a deciding refusal leaves the later rules uncounted.
 struct Batch {
-  explicit Batch(const asio::any_io_executor& executor) : signal(executor) {
-    signal.expires_at(asio::steady_timer::time_point::max());
-  }
+  explicit Batch(const asio::any_io_executor& executor) : completion(executor) {}
   Stage origin = Stage::connect;
   std::vector<Call> calls;
   std::size_t performed = 0;  // calls[0, performed) have their answer
-  bool done = false;
   bool reported = false;      // its verdict went to the pipeline, or its transaction ended
   bool abandoned = false;     // the session is over: the batch gives back the slots it takes
-  asio::steady_timer signal;  // cancelled when done: wakes the waiting session
+  Completion completion;      // set when every call answered: wakes the waiting session
 };
 
 asio::awaitable<void> run_batch(std::shared_ptr<Batch> batch, std::shared_ptr<Store> store) {
@@ -359,8 +357,7 @@ asio::awaitable<void> run_batch(std::shared_ptr<Batch> batch, std::shared_ptr<St
     ++batch->performed;
     if (call_decides(call)) break;
   }
-  batch->done = true;
-  batch->signal.cancel();
+  batch->completion.set();
   std::vector<std::pair<std::string, std::string>> slots;
   if (batch->abandoned) {
     for (Call& call : batch->calls)
@@ -557,14 +554,10 @@ class RateLimitInstance final : public FilterInstance {
   }
 
   asio::awaitable<void> wait_for_batches() {
+    // Past the pipeline's deadline the wait throws and on_error applies; the batch stays,
+    // so the next RCPT reports it.
     for (const auto& batch : batches_) {
-      while (!batch->reported && !batch->done) {
-        boost::system::error_code error;
-        co_await batch->signal.async_wait(asio::redirect_error(asio::use_awaitable, error));
-        // Only run_batch's cancel() sets done; anything else is the pipeline's deadline,
-        // whose on_error applies. The batch stays: the next RCPT reports it.
-        if (!batch->done) throw boost::system::system_error(asio::error::operation_aborted);
-      }
+      if (!batch->reported) co_await batch->completion.wait();
     }
   }
 
@@ -619,13 +612,14 @@ class RateLimitInstance final : public FilterInstance {
   // session's to give back at close, and a long session does not pile batches up.
   void keep_slots_of_finished_batches() {
     for (const auto& batch : batches_) {
-      if (!batch->reported || !batch->done) continue;
+      if (!batch->reported || !batch->completion.done()) continue;
       for (Call& call : batch->calls) {
         if (call.slot_held) slots_.emplace_back(call.key, call.slot);
         call.slot_held = false;
       }
     }
-    std::erase_if(batches_, [](const auto& batch) { return batch->reported && batch->done; });
+    std::erase_if(batches_,
+                  [](const auto& batch) { return batch->reported && batch->completion.done(); });
   }
 
   // The session is over: slots taken in the background are given back, by the session
@@ -633,7 +627,7 @@ class RateLimitInstance final : public FilterInstance {
   void let_go_of_batches() {
     for (const auto& batch : batches_) {
       batch->reported = true;
-      if (!batch->done) batch->abandoned = true;
+      if (!batch->completion.done()) batch->abandoned = true;
     }
     keep_slots_of_finished_batches();
     batches_.clear();

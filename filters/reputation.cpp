@@ -14,6 +14,7 @@
 #include <boost/system/system_error.hpp>
 #include <cctype>
 
+#include "filters/completion.hpp"
 #include "filters/metrics.hpp"
 #include "policy/config.hpp"
 
@@ -153,14 +154,11 @@ namespace asio = boost::asio;
 // One reputation_get for the records of one or more stages, run in the background. The
 // session shares it with the coroutine, so a session that ends first leaves nothing behind.
 struct Read {
-  explicit Read(const asio::any_io_executor& executor) : signal(executor) {
-    signal.expires_at(asio::steady_timer::time_point::max());
-  }
+  explicit Read(const asio::any_io_executor& executor) : completion(executor) {}
   std::vector<std::string> keys;
-  bool done = false;
   bool error_counted = false;  // one failed call, one count, whichever stage reports it
   StoreResult<std::vector<Reputation>> records;
-  asio::steady_timer signal;  // cancelled when done: wakes the waiting session
+  Completion completion;  // set when the records are in: wakes the waiting session
 };
 
 asio::awaitable<void> run_read(std::shared_ptr<Read> read, std::shared_ptr<Store> store,
@@ -171,8 +169,7 @@ asio::awaitable<void> run_read(std::shared_ptr<Read> read, std::shared_ptr<Store
   } catch (const std::exception& error) {
     read->records = StoreResult<std::vector<Reputation>>::failure(StoreError::failed, error.what());
   }
-  read->done = true;
-  read->signal.cancel();
+  read->completion.set();
 }
 
 // The records that became known at one stage call, scored as that stage used to score
@@ -243,15 +240,9 @@ class ReputationInstance final : public FilterInstance {
   }
 
   asio::awaitable<void> wait_for_reads() {
-    for (const Group& group : groups_) {
-      while (!group.read->done) {
-        boost::system::error_code error;
-        co_await group.read->signal.async_wait(asio::redirect_error(asio::use_awaitable, error));
-        // Only run_read's cancel() sets done; anything else is the pipeline's deadline,
-        // whose on_error applies. The groups stay: the next RCPT reports them.
-        if (!group.read->done) throw boost::system::system_error(asio::error::operation_aborted);
-      }
-    }
+    // Past the pipeline's deadline the wait throws and on_error applies; the groups stay,
+    // so the next RCPT reports them.
+    for (const Group& group : groups_) co_await group.read->completion.wait();
   }
 
   // The score lines each stage would have given, in stage order, each with its stage so
