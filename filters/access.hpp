@@ -22,7 +22,7 @@ class AccessFilter final : public Filter {
 
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override;
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   // The verdict for one stage (pure; the instance just calls it).

@@ -127,7 +127,7 @@ class ContentFilter final : public Filter {
 
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override { return stage == Stage::data; }
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   // The verdict for one message (what on_stage(data) returns); pure, for tests.

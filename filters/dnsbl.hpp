@@ -49,6 +49,8 @@ class DnsblFilter final : public Filter {
 
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override;
+  // Lookups start at connect, helo and mail; only the first RCPT waits for answers.
+  bool may_wait(Stage stage) const override { return stage == Stage::rcpt; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
   policy::OnError on_error() const override;
 

@@ -22,7 +22,7 @@ class EarlyTalkerFilter final : public Filter {
   const std::string& name() const override { return name_; }
   // The session sets the flag before the connect stage; helo catches a late setter.
   bool wants(Stage stage) const override { return stage == Stage::connect || stage == Stage::helo; }
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   Verdict verdict() const;  // what an early talker gets

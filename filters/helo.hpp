@@ -38,7 +38,7 @@ class HeloFilter final : public Filter {
   explicit HeloFilter(HeloCheckOptions options);
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override { return stage == Stage::helo || stage == Stage::mail; }
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   double score_of(std::string_view check) const;

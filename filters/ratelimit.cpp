@@ -187,6 +187,13 @@ metrics::Counter& RateLimitFilter::store_error_counter(std::size_t rule) const {
   return *store_errors_[rule];
 }
 
+bool RateLimitFilter::may_wait(Stage stage) const {
+  if (stage > Stage::mail) return true;
+  return std::any_of(options_.rules.begin(), options_.rules.end(), [stage](const RateRule& rule) {
+    return counting_stage(rule) == stage && !in_background(rule);
+  });
+}
+
 bool RateLimitFilter::wants(Stage stage) const {
   if (stage == Stage::close) {
     // Errors are counted and slots released when the session is over.

@@ -68,6 +68,9 @@ class RateLimitFilter final : public Filter {
 
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override;
+  // RCPT, DATA and close wait for the store; earlier stages only when a `drop` rule is
+  // checked there in line (others run in the background).
+  bool may_wait(Stage stage) const override;
   std::unique_ptr<FilterInstance> open(Services& services) const override;
   // A rule with on_error tempfail makes a missed deadline a tempfail too.
   policy::OnError on_error() const override;

@@ -54,6 +54,8 @@ class ReputationFilter final : public Filter {
 
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override;
+  // Keys are collected and the read started before RCPT; RCPT and close wait for Redis.
+  bool may_wait(Stage stage) const override { return stage == Stage::rcpt || stage == Stage::close; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   const ReputationOptions& options() const { return options_; }

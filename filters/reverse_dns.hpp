@@ -96,7 +96,7 @@ class RdnsFilter final : public Filter {
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override { return stage == Stage::rcpt; }
   // It reads the name the session settled: nothing to wait for.
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services& services) const override;
 
   const RdnsCheckOptions& options() const { return options_; }

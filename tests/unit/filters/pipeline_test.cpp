@@ -314,7 +314,7 @@ class ComputingFilter final : public Filter {
   ComputingFilter(std::chrono::milliseconds work, bool throws) : work_(work), throws_(throws) {}
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override { return stage == Stage::rcpt; }
-  bool may_wait() const override { return false; }
+  bool may_wait(Stage) const override { return false; }
   std::unique_ptr<FilterInstance> open(Services&) const override {
     return std::make_unique<Instance>(*this);
   }

@@ -128,6 +128,21 @@ TEST_F(RateLimitFilterTest, NConnectionsThenTheExactReply) {
   EXPECT_EQ(connect_then_rcpt(*other, session("192.0.2.8")).kind, Verdict::Kind::next);
 }
 
+// Stages whose rules run in the background are called without a deadline (no timer,
+// no parallel group): the reply to the client goes out before the store is asked.
+TEST_F(RateLimitFilterTest, OnlyInLineRulesMakeAStageWait) {
+  auto background = filter({rule("conn", RateRule::Count::connections, 1, 10)});
+  for (Stage stage : {Stage::connect, Stage::helo, Stage::mail})
+    EXPECT_FALSE(background->may_wait(stage)) << stage_name(stage);
+  for (Stage stage : {Stage::rcpt, Stage::data, Stage::close})
+    EXPECT_TRUE(background->may_wait(stage)) << stage_name(stage);
+  RateRule drop = rule("conn-drop", RateRule::Count::connections, 1, 10);
+  drop.action = policy::RuleAction::drop;  // a drop is enforced at its stage: in line
+  auto in_line = filter({drop});
+  EXPECT_TRUE(in_line->may_wait(Stage::connect));
+  EXPECT_FALSE(in_line->may_wait(Stage::helo));
+}
+
 TEST_F(RateLimitFilterTest, RecipientsCountPerRcptAndExemptionsSkip) {
   RateRule recipients = rule("rcpts", RateRule::Count::recipients, 0.001, 2, Stage::mail);
   std::string error;

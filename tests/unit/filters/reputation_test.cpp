@@ -109,6 +109,15 @@ TEST_F(ReputationFilterTest, MovesAfterGoodAndBadSessions) {
   EXPECT_LE(score, 5);
 }
 
+// Keys are collected and the read started before RCPT: only RCPT and close wait.
+TEST_F(ReputationFilterTest, OnlyRcptAndCloseWait) {
+  ReputationFilter filter({});
+  for (Stage stage : {Stage::connect, Stage::helo, Stage::mail})
+    EXPECT_FALSE(filter.may_wait(stage)) << stage_name(stage);
+  EXPECT_TRUE(filter.may_wait(Stage::rcpt));
+  EXPECT_TRUE(filter.may_wait(Stage::close));
+}
+
 TEST_F(ReputationFilterTest, TransactionScoreIsBoundedWithTheSession) {
   ReputationFilter filter({});
   for (int i = 0; i < 20; ++i) session_score(filter, session("203.0.113.1"), 0, 5);
