@@ -45,18 +45,39 @@ def timed_steps(port, message):
     return [after - before for before, after in zip(marks, marks[1:])]
 
 
+def without_variants(env):
+    """The full pipeline's config minus one part each: {part: config}."""
+    full = benchlib.full_pipeline_config(env.rbldnsd, env.redis,
+                                         benchlib.write_content_rules(env.work_dir, 1000))
+    variants = {}
+    variant = dict(full, dns=dict(full["dns"], reverse_lookup=False))
+    variants["rdns"] = variant
+    variants["dnsbl"] = {k: v for k, v in full.items() if k != "dnsbl"}
+    variants["redis"] = {k: v for k, v in full.items() if k not in ("redis", "ratelimit", "reputation")}
+    variants["content"] = {k: v for k, v in full.items() if k != "content_files"}
+    return variants
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mxgate", help="mxgate binary (default: as bench/e2e.py finds it)")
     parser.add_argument("--transactions", type=int, default=300)
     parser.add_argument("--affinity", choices=["split", "none"], default="split")
+    parser.add_argument("--without", action="store_true",
+                        help="also run `full` without each part in turn (reverse DNS, DNS "
+                             "lists, Redis filters, content rules): what each part costs")
     args = parser.parse_args()
     env = e2e.Environment(args, need_full=True)
     try:
         message = benchlib.probe_message(4096)
         print("median µs per step: " + " | ".join(STEPS))
-        for config in ("direct", "nofilter", "full"):
-            port, _ = env.target(config)
+        targets = [(config, env.target(config)[0]) for config in ("direct", "nofilter", "full")]
+        if args.without:
+            for part, variant in without_variants(env).items():
+                mx = env._keep(benchlib.Mxgate(env.binary, env.affinity, env.sink.port,
+                                               name=f"full-{part}", extra_config=variant))
+                targets.append((f"-{part}", mx.port))
+        for config, port in targets:
             for _ in range(30):  # warm the caches, the store and the backend
                 timed_steps(port, message)
             rows = [timed_steps(port, message) for _ in range(args.transactions)]

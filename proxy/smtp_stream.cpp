@@ -63,6 +63,16 @@ awaitable<void> SmtpStream::watchdog() {
   watchdog_running_ = false;
 }
 
+std::size_t SmtpStream::read_now(boost::system::error_code& error) {
+  // One receive buffer per thread: a session holds only the bytes it has not consumed
+  // (commands are short), so 10,000 idle sessions fit in little memory (bench/idle.py),
+  // and no read needs an ioctl(FIONREAD) to size its buffer first.
+  thread_local std::unique_ptr<char[]> scratch(new char[read_chunk]);
+  std::size_t count = socket_.read_some(asio::buffer(scratch.get(), read_chunk), error);
+  if (!error) input_.append(scratch.get(), count);
+  return count;
+}
+
 awaitable<std::size_t> SmtpStream::read_some(std::chrono::milliseconds timeout) {
   if (closed_ || timed_out_) co_return 0;
   // Compact: drop consumed bytes so the buffer does not grow with the session.
@@ -73,40 +83,39 @@ awaitable<std::size_t> SmtpStream::read_some(std::chrono::milliseconds timeout) 
     input_.erase(0, input_start_);
     input_start_ = 0;
   }
-  arm(timeout);
   boost::system::error_code error;
-  std::size_t chunk = read_chunk;
-  if (!tls_ && input_.empty()) {
-    // A session about to wait holds no big read buffer: 10,000 idle sessions must fit
-    // in little memory (bench/idle.py). When bytes are already queued (DATA streaming)
-    // the buffer is kept and read into at once. TLS keeps decrypted bytes inside
-    // OpenSSL, so it always reads.
-    std::size_t available = socket_.available(error);
-    if (!error && available == 0) {
-      if (input_.capacity() > idle_capacity) input_.shrink_to_fit();
-      std::tie(error) = co_await socket_.async_wait(asio::socket_base::wait_read, use_tuple);
-      if (error) {
-        disarm();
-        co_return 0;
-      }
-      available = socket_.available(error);
-    }
-    if (!error) chunk = std::clamp<std::size_t>(available, 512, read_chunk);
-    error.clear();
-  }
-  std::size_t old_size = input_.size();
-  input_.resize(old_size + chunk);
-  auto buffer = asio::buffer(input_.data() + old_size, chunk);
   std::size_t count = 0;
   if (tls_) {
-    std::tie(error, count) = co_await tls_->async_read_some(buffer, use_tuple);
-  } else {
-    std::tie(error, count) = co_await socket_.async_read_some(buffer, use_tuple);
+    // TLS keeps decrypted bytes inside OpenSSL, so it always reads.
+    arm(timeout);
+    std::size_t old_size = input_.size();
+    input_.resize(old_size + read_chunk);
+    std::tie(error, count) = co_await tls_->async_read_some(
+        asio::buffer(input_.data() + old_size, read_chunk), use_tuple);
+    disarm();
+    input_.resize(old_size + count);
+    co_return error ? 0 : count;
   }
-  disarm();
-  input_.resize(old_size + count);
-  if (error) co_return 0;
-  co_return count;
+  if (!non_blocking_) {
+    socket_.non_blocking(true, error);
+    non_blocking_ = !error;
+  }
+  // Bytes already queued (pipelined commands, DATA streaming) are read at once; else
+  // wait for readability and read synchronously, which saves the scheduler round a
+  // completed async read costs before its handler runs.
+  if (!error) count = read_now(error);
+  if (error == asio::error::would_block) {
+    // A session about to wait holds no big buffer.
+    if (input_.empty() && input_.capacity() > idle_capacity) input_.shrink_to_fit();
+    arm(timeout);
+    std::tie(error) = co_await socket_.async_wait(asio::socket_base::wait_read, use_tuple);
+    disarm();
+    if (!error) count = read_now(error);
+    // A spurious wake-up: wait again.
+    if (error == asio::error::would_block) count = co_await read_some(timeout);
+    if (error == asio::error::would_block) error.clear();
+  }
+  co_return error ? 0 : count;
 }
 
 awaitable<ReadStatus> SmtpStream::fill(std::chrono::milliseconds timeout) {
@@ -230,8 +239,8 @@ std::string SmtpStream::tls_description() const {
 void SmtpStream::close() {
   if (closed_) return;
   closed_ = true;
+  // close() alone sends the FIN (shutdown first only cost a syscall, often ENOTCONN).
   boost::system::error_code ignored;
-  socket_.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
   timer_.cancel();
 }

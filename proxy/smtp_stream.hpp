@@ -76,6 +76,8 @@ class SmtpStream {
 
  private:
   boost::asio::awaitable<std::size_t> read_some(std::chrono::milliseconds timeout);
+  // A non-blocking read of whatever is queued, appended to the input.
+  std::size_t read_now(boost::system::error_code& error);
   void arm(std::chrono::milliseconds timeout);
   void disarm();
   boost::asio::awaitable<void> watchdog();
@@ -90,6 +92,7 @@ class SmtpStream {
   bool watchdog_running_ = false;
   bool timed_out_ = false;
   bool closed_ = false;
+  bool non_blocking_ = false;
   std::shared_ptr<bool> alive_;
 };
 
