@@ -4,17 +4,11 @@
 
 #include <chrono>
 #include <cstdint>
-#include <list>
-#include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
-namespace mxgate::metrics {
-class Counter;
-}
+#include "filters/sharded_lru.hpp"
 
 namespace mxgate::filters {
 
@@ -25,8 +19,7 @@ struct CachedAnswer {
   std::string text;                      // TXT, joined; empty when not fetched
 };
 
-// Sharded LRU: each shard has its own lock, so threads only contend when they hit the
-// same shard at the same instant (no global lock on the hot path).
+// Shared by every worker thread: a ShardedLru (one lock per shard, none global).
 class DnsCache {
  public:
   using Clock = std::chrono::steady_clock;
@@ -43,29 +36,15 @@ class DnsCache {
            Clock::time_point now = Clock::now());
 
   std::chrono::seconds clamp_ttl(std::chrono::seconds ttl) const;
-  std::size_t size() const;
-  std::size_t capacity() const { return shard_capacity_ * shards_.size(); }
+  std::size_t size() const { return entries_.size(); }
+  std::size_t capacity() const { return entries_.capacity(); }
 
  private:
-  struct Entry {
-    std::string key;
-    CachedAnswer answer;
-    Clock::time_point expires;
-  };
-  struct Shard {
-    mutable std::mutex mutex;
-    std::list<Entry> order;  // most recently used first
-    std::unordered_map<std::string, std::list<Entry>::iterator> index;
-  };
-  Shard& shard_for(const std::string& key);
-
-  std::vector<std::unique_ptr<Shard>> shards_;
-  std::size_t shard_capacity_;
   std::chrono::seconds min_ttl_;
   std::chrono::seconds max_ttl_;
   metrics::Counter& hits_;
   metrics::Counter& misses_;
-  metrics::Counter& evictions_;
+  ShardedLru<CachedAnswer> entries_;
 };
 
 }  // namespace mxgate::filters

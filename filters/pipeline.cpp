@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "filters/access.hpp"
+#include "filters/client_name_cache.hpp"
 #include "filters/content.hpp"
 #include "filters/dns_cache.hpp"
 #include "filters/dns_resolver.hpp"
@@ -255,8 +256,17 @@ std::shared_ptr<DnsCache> make_dns_cache(const policy::Config& config) {
       std::chrono::duration_cast<std::chrono::seconds>(config.dns.max_ttl));
 }
 
+std::shared_ptr<ClientNameCache> make_client_name_cache(const policy::Config& config) {
+  using std::chrono::duration_cast;
+  using std::chrono::seconds;
+  return std::make_shared<ClientNameCache>(
+      config.dns.cache_size, duration_cast<seconds>(config.dns.min_ttl),
+      duration_cast<seconds>(config.dns.max_ttl), config.dns.tempfail_ttl);
+}
+
 Services make_services(asio::any_io_executor executor, const policy::Config& config,
-                       std::shared_ptr<DnsCache> dns_cache) {
+                       std::shared_ptr<DnsCache> dns_cache,
+                       std::shared_ptr<ClientNameCache> client_name_cache) {
   Services services;
   services.executor = executor;
   DnsResolverOptions options;
@@ -265,6 +275,8 @@ Services make_services(asio::any_io_executor executor, const policy::Config& con
   options.retries = config.dns.retries;
   services.resolver = DnsResolver::create(executor, std::move(options));
   services.dns_cache = dns_cache ? std::move(dns_cache) : make_dns_cache(config);
+  services.client_name_cache =
+      client_name_cache ? std::move(client_name_cache) : make_client_name_cache(config);
   services.store = make_store(executor, config);
   return services;
 }

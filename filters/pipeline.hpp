@@ -17,6 +17,7 @@
 
 namespace mxgate::filters {
 
+class ClientNameCache;
 class DnsResolver;
 class DnsCache;
 class Store;
@@ -29,6 +30,8 @@ struct Services {
   // Clients added as filter families land (DNS resolver, store).
   std::shared_ptr<DnsResolver> resolver;  // this thread's c-ares channel (dns.servers)
   std::shared_ptr<DnsCache> dns_cache;    // shared by every thread (sharded locks)
+  // The client's name per address (dns.reverse_lookup), shared by every thread alike.
+  std::shared_ptr<ClientNameCache> client_name_cache;
   // Rate limits, reputation, greylisting: this thread's Redis connection, or the one
   // embedded store every thread shares (filters/store.hpp).
   std::shared_ptr<Store> store;
@@ -37,12 +40,16 @@ struct Services {
 // The DNS-list answer cache sized by dns.cache_size, TTLs clamped to dns.min_ttl/max_ttl.
 // Create one per process and hand it to every make_services call, so threads share hits.
 std::shared_ptr<DnsCache> make_dns_cache(const policy::Config& config);
+// The client-name cache: dns.cache_size entries, TTLs from dns.min_ttl, max_ttl and
+// tempfail_ttl. One per process (per policy generation) as make_dns_cache.
+std::shared_ptr<ClientNameCache> make_client_name_cache(const policy::Config& config);
 
 // Services for the worker thread running `executor`: call it on that thread, once, at
-// start-up. `dns_cache` null: a cache of its own (tests). Throws std::runtime_error when
-// the resolver cannot start (malformed dns.servers).
+// start-up. A null cache: one of its own (tests). Throws std::runtime_error when the
+// resolver cannot start (malformed dns.servers).
 Services make_services(boost::asio::any_io_executor executor, const policy::Config& config,
-                       std::shared_ptr<DnsCache> dns_cache = nullptr);
+                       std::shared_ptr<DnsCache> dns_cache = nullptr,
+                       std::shared_ptr<ClientNameCache> client_name_cache = nullptr);
 
 // Per session state of one filter.
 class FilterInstance {

@@ -11,12 +11,14 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/redirect_error.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
 
+#include "filters/client_name_cache.hpp"
 #include "filters/dns_resolver.hpp"
 #include "filters/metrics.hpp"
 #include "policy/names.hpp"
@@ -109,6 +111,7 @@ asio::awaitable<void> resolve(std::shared_ptr<DnsResolver> resolver, ClientAddre
     if (ptr.not_found()) {
       result.status = ClientNameStatus::no_ptr;
       result.detail = fmt::format("no PTR record ({})", dns_status_name(ptr.status));
+      result.ttl = ptr.ttl;
       co_return;
     }
     if (ptr.status != DnsAnswer::Status::ok) {
@@ -132,6 +135,9 @@ asio::awaitable<void> resolve(std::shared_ptr<DnsResolver> resolver, ClientAddre
     }
     std::string failure;
     std::string mismatch;
+    // Every answer read decides the outcome (an earlier name could confirm once its
+    // records change): the result stands for the shortest of their TTLs.
+    std::chrono::seconds ttl = ptr.ttl;
     for (const auto& name : names) {
       DnsAnswer forward;
       if (client.ipv4)
@@ -144,10 +150,12 @@ asio::awaitable<void> resolve(std::shared_ptr<DnsResolver> resolver, ClientAddre
           failure = fmt::format("lookup of {} failed: {}", name, failure_text(forward));
         continue;
       }
+      ttl = std::min(ttl, forward.ttl);
       if (confirms(forward, client)) {
         result.status = ClientNameStatus::verified;
         result.name = name;
         result.detail.clear();
+        result.ttl = ttl;
         co_return;
       }
       if (mismatch.empty())
@@ -165,6 +173,7 @@ asio::awaitable<void> resolve(std::shared_ptr<DnsResolver> resolver, ClientAddre
     }
     result.status = ClientNameStatus::unverified;
     result.detail = !mismatch.empty() ? std::move(mismatch) : std::move(malformed);
+    result.ttl = ttl;
   } catch (const std::exception& error) {
     // A deadline's cancellation may surface as an exception: verify_client_name reports it.
     result.status = ClientNameStatus::tempfail;
@@ -187,7 +196,9 @@ struct LookupMetrics {
   }
   static metrics::Counter& counter(const char* result) {
     return metrics::Registry::global().counter(
-        "mxgate_reverse_dns_lookups_total", "Client name lookups by result", {{"result", result}});
+        "mxgate_reverse_dns_lookups_total",
+        "Client name lookups sent to DNS, by result (cache hits: mxgate_client_name_cache_total)",
+        {{"result", result}});
   }
   metrics::Counter& verified = counter("verified");
   metrics::Counter& no_ptr = counter("no_ptr");
@@ -341,6 +352,7 @@ asio::awaitable<ReverseDnsResult> verify_client_name(std::shared_ptr<DnsResolver
   if (outcome.index() == 1) {
     result.status = ClientNameStatus::tempfail;
     result.name.clear();
+    result.ttl = std::chrono::seconds(0);
     result.detail = fmt::format("no answer within {}ms", timeout.count());
   }
   co_return result;
@@ -354,22 +366,42 @@ std::shared_ptr<ReverseDnsLookup> ReverseDnsLookup::start(std::shared_ptr<DnsRes
                                                           std::string address,
                                                           std::chrono::milliseconds timeout,
                                                           Callback on_done) {
+  return start(std::move(resolver), nullptr, std::move(address), timeout, std::move(on_done));
+}
+
+std::shared_ptr<ReverseDnsLookup> ReverseDnsLookup::start(std::shared_ptr<DnsResolver> resolver,
+                                                          std::shared_ptr<ClientNameCache> cache,
+                                                          std::string address,
+                                                          std::chrono::milliseconds timeout,
+                                                          Callback on_done) {
   const asio::any_io_executor executor = resolver->executor();
   auto lookup = std::make_shared<ReverseDnsLookup>(executor);
   lookup->on_done_ = std::move(on_done);
-  asio::co_spawn(executor, run(lookup, std::move(resolver), std::move(address), timeout),
+  if (cache) {
+    if (std::optional<ReverseDnsResult> cached = cache->get(address)) {
+      // Done now, so a session that checks done() reads the result without waiting; the
+      // callback keeps its contract: later, on the executor, once.
+      lookup->result_ = std::move(*cached);
+      lookup->done_ = true;
+      asio::post(executor, [lookup] { lookup->finish(); });
+      return lookup;
+    }
+  }
+  asio::co_spawn(executor,
+                 run(lookup, std::move(resolver), std::move(cache), std::move(address), timeout),
                  asio::detached);
   return lookup;
 }
 
 asio::awaitable<void> ReverseDnsLookup::run(std::shared_ptr<ReverseDnsLookup> lookup,
                                             std::shared_ptr<DnsResolver> resolver,
+                                            std::shared_ptr<ClientNameCache> cache,
                                             std::string address,
                                             std::chrono::milliseconds timeout) {
   const auto started = std::chrono::steady_clock::now();
   ReverseDnsResult result;
   try {
-    result = co_await verify_client_name(std::move(resolver), std::move(address), timeout);
+    result = co_await verify_client_name(std::move(resolver), address, timeout);
   } catch (const std::exception& error) {
     result.status = ClientNameStatus::tempfail;
     result.detail = error.what();
@@ -378,13 +410,18 @@ asio::awaitable<void> ReverseDnsLookup::run(std::shared_ptr<ReverseDnsLookup> lo
   counted.result(result.status).inc();
   counted.seconds.observe(
       std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  if (cache) cache->put(address, result);
   lookup->result_ = std::move(result);
-  lookup->done_ = true;
-  lookup->signal_.cancel();
-  if (lookup->on_done_) {
-    Callback callback = std::move(lookup->on_done_);
-    lookup->on_done_ = nullptr;
-    callback(lookup->result_);
+  lookup->finish();
+}
+
+void ReverseDnsLookup::finish() {
+  done_ = true;
+  signal_.cancel();
+  if (on_done_) {
+    Callback callback = std::move(on_done_);
+    on_done_ = nullptr;
+    callback(result_);
   }
 }
 

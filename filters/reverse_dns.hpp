@@ -19,6 +19,7 @@
 
 namespace mxgate::filters {
 
+class ClientNameCache;
 class DnsResolver;
 
 // "1.2.0.192.in-addr.arpa" for 192.0.2.1, 32 nibbles and ".ip6.arpa" for IPv6 (RFC 3596
@@ -33,6 +34,10 @@ struct ReverseDnsResult {
   std::string name;    // the verified name, lower-case, no final dot; empty unless verified
   std::string ptr;     // the first PTR name, verified or not (what the log shows)
   std::string detail;  // why there is no verified name: "no PTR record (nxdomain)", ...
+  // How long the DNS lets this answer stand: the smallest TTL of the PTR answer and of
+  // every forward answer read (verified, unverified); the negative TTL for no_ptr, 0 when
+  // the resolver gave none; 0 for tempfail. ClientNameCache decides what it keeps.
+  std::chrono::seconds ttl{0};
 };
 const char* client_name_status_name(ClientNameStatus status);
 
@@ -48,7 +53,17 @@ boost::asio::awaitable<ReverseDnsResult> verify_client_name(std::shared_ptr<DnsR
 class ReverseDnsLookup : public std::enable_shared_from_this<ReverseDnsLookup> {
  public:
   using Callback = std::function<void(const ReverseDnsResult&)>;
-  // Spawned on the resolver's executor; `on_done` runs there once, with the result.
+  // Spawned on the resolver's executor; `on_done` runs there once, with the result, and
+  // never from inside start(). With a `cache`, it is asked first: on a hit the lookup is
+  // done() with its result() when start() returns, and `on_done` is posted to the
+  // resolver's executor (on a one-thread io_context it runs before the completion of any
+  // I/O started afterwards); on a miss the lookup runs and its result is stored.
+  static std::shared_ptr<ReverseDnsLookup> start(std::shared_ptr<DnsResolver> resolver,
+                                                 std::shared_ptr<ClientNameCache> cache,
+                                                 std::string address,
+                                                 std::chrono::milliseconds timeout,
+                                                 Callback on_done);
+  // Without a cache: always asks DNS.
   static std::shared_ptr<ReverseDnsLookup> start(std::shared_ptr<DnsResolver> resolver,
                                                  std::string address,
                                                  std::chrono::milliseconds timeout,
@@ -63,7 +78,10 @@ class ReverseDnsLookup : public std::enable_shared_from_this<ReverseDnsLookup> {
  private:
   static boost::asio::awaitable<void> run(std::shared_ptr<ReverseDnsLookup> lookup,
                                           std::shared_ptr<DnsResolver> resolver,
+                                          std::shared_ptr<ClientNameCache> cache,
                                           std::string address, std::chrono::milliseconds timeout);
+  // Publishes result_: done(), wakes wait(), then the callback (once).
+  void finish();
   boost::asio::steady_timer signal_;  // cancelled when done: wakes the waiting session
   bool done_ = false;
   ReverseDnsResult result_;

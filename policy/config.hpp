@@ -116,6 +116,10 @@ struct DnsConfig {
   Duration min_ttl = std::chrono::seconds(60);
   Duration max_ttl = std::chrono::hours(1);
   std::size_t cache_size = 100000;
+  // How long a failed client-name lookup (timeout, SERVFAIL, REFUSED) is remembered for
+  // its address, so that a dead resolver costs one query per address per tempfail_ttl,
+  // not one per session. 0: failures are not cached. At most 5m (RFC 2308 section 7).
+  Duration tempfail_ttl = std::chrono::seconds(5);
   // RFC 5782 health probes of every dnsbl list (127.0.0.2 listed, 127.0.0.1 not; TEST and
   // INVALID for domain lists): a failing list is suspended until a probe passes.
   bool probe = true;

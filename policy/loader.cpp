@@ -362,6 +362,8 @@ void parse_dns(Context& context, const YAML::Node& node, DnsConfig& dns) {
   fields.read_duration("min_ttl", dns.min_ttl, 0s, 24h);
   fields.read_duration("max_ttl", dns.max_ttl, 1s, 7 * 24h);
   fields.read_integer("cache_size", dns.cache_size, 0, 100000000);
+  // RFC 2308 section 7: a server failure may be cached for at most five minutes.
+  fields.read_duration("tempfail_ttl", dns.tempfail_ttl, 0s, 5min);
   fields.read_bool("probe", dns.probe);
   fields.read_duration("probe_interval", dns.probe_interval, 1min, 24h);
   fields.read_bool("reverse_lookup", dns.reverse_lookup);

@@ -87,11 +87,12 @@ std::shared_ptr<const Generation> Server::build_generation(std::shared_ptr<const
   if (!config->tls.cert_file.empty()) generation->tls_server = make_server_tls_context(config->tls);
   if (config->backend.starttls != policy::BackendConfig::Tls::none)
     generation->tls_client = make_client_tls_context(config->backend);
-  // One DNS answer cache per generation, shared by the workers' resolvers.
+  // One DNS answer cache and one client-name cache per generation, shared by the workers.
   auto dns_cache = filters::make_dns_cache(*config);
+  auto client_name_cache = filters::make_client_name_cache(*config);
   for (auto& worker : workers_) {
-    generation->services.push_back(std::make_unique<filters::Services>(
-        filters::make_services(worker->io.get_executor(), *config, dns_cache)));
+    generation->services.push_back(std::make_unique<filters::Services>(filters::make_services(
+        worker->io.get_executor(), *config, dns_cache, client_name_cache)));
   }
   return generation;
 }

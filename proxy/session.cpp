@@ -159,7 +159,8 @@ void Session::start_client_name_lookup() {
   // The lookup may outlive the session (bounded by dns.timeout): it holds no reference.
   std::weak_ptr<Session> weak = weak_from_this();
   client_name_lookup_ = filters::ReverseDnsLookup::start(
-      resolver, context_.client_ip, config_.dns.timeout,
+      resolver, generation_->services[worker_index_]->client_name_cache, context_.client_ip,
+      config_.dns.timeout,
       [weak](const filters::ReverseDnsResult& result) {
         std::shared_ptr<Session> self = weak.lock();
         if (!self) return;

@@ -231,6 +231,12 @@ const BrokenConfig kBrokenConfigs[] = {
      "Cluster hash tags)"},
     {"TtlOrder", "dns: { min_ttl: 2h }\n",
      "test.yaml:1:17: dns.min_ttl: min_ttl (2h) exceeds max_ttl (1h)"},
+    // RFC 2308 section 7: a server failure is cached for five minutes at most.
+    {"TempfailTtlPastRfc2308", "dns:\n  tempfail_ttl: 6m\n",
+     "test.yaml:2:17: dns.tempfail_ttl: 6m is out of range 0s..5m"},
+    {"TempfailTtlNegative", "dns:\n  tempfail_ttl: -1s\n",
+     "test.yaml:2:17: dns.tempfail_ttl: invalid duration '-1s' (examples: 250ms, 30s, 5m, "
+     "1h30m, 1d)"},
     {"BannerInjection", "smtp: { banner: \"ESMTP\\r\\n250 fake\" }\n",
      "test.yaml:1:17: smtp.banner: must not contain line breaks or control characters"},
     {"EmptyAccessValues", "access:\n  - { name: a, kind: helo, values: [], action: reject }\n",
@@ -314,6 +320,26 @@ TEST(Loader, DefaultsWhenKeysAbsent) {
   EXPECT_TRUE(config->relay_domains.empty());
   EXPECT_TRUE(config->dnsbl.empty() && config->access.empty() && config->ratelimit.empty() &&
               config->content.empty());
+}
+
+// How long a failed client-name lookup is cached: 5s by default, 0s turns it off, 5m at most.
+TEST(Loader, DnsTempfailTtl) {
+  std::shared_ptr<const Config> defaults = load_ok("");
+  ASSERT_TRUE(defaults);
+  EXPECT_EQ(defaults->dns.tempfail_ttl, Duration(5s));
+  const std::pair<const char*, Duration> accepted[] = {
+      {"30s", 30s}, {"0s", 0s}, {"0", 0s}, {"5m", 5min}, {"1500ms", 1500ms}};
+  for (const auto& [text, expected] : accepted) {
+    std::shared_ptr<const Config> config =
+        load_ok(std::string("dns: { tempfail_ttl: ") + text + " }\n");
+    ASSERT_TRUE(config) << text;
+    EXPECT_EQ(config->dns.tempfail_ttl, expected) << text;
+  }
+  std::shared_ptr<const Config> overridden = load_ok("", {"dns.tempfail_ttl=10s"});
+  ASSERT_TRUE(overridden);
+  EXPECT_EQ(overridden->dns.tempfail_ttl, Duration(10s));
+  EXPECT_EQ(errors_of("", {"dns.tempfail_ttl=1h"}),
+            std::vector<std::string>{"-o:1: dns.tempfail_ttl: 1h is out of range 0s..5m"});
 }
 
 TEST(Loader, RuleDefaults) {
@@ -787,6 +813,7 @@ TEST(ExampleConfig, DocumentsTheTrueDefaults) {
   EXPECT_EQ(loaded.dns.min_ttl, defaults.dns.min_ttl);
   EXPECT_EQ(loaded.dns.max_ttl, defaults.dns.max_ttl);
   EXPECT_EQ(loaded.dns.cache_size, defaults.dns.cache_size);
+  EXPECT_EQ(loaded.dns.tempfail_ttl, defaults.dns.tempfail_ttl);
   EXPECT_EQ(loaded.dns.reverse_lookup, defaults.dns.reverse_lookup);
   EXPECT_EQ(loaded.scoring.tag, defaults.scoring.tag);
   EXPECT_EQ(loaded.scoring.tempfail, defaults.scoring.tempfail);

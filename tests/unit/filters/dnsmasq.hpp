@@ -1,0 +1,130 @@
+// Test helper: a real dnsmasq on a loopback ephemeral port serving only the records a
+// test gives it, stopped by PID when the object dies (also when an assertion fails).
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "dns_blackhole.hpp"
+
+extern char** environ;
+
+namespace mxgate::filters::testing {
+
+inline const char* dnsmasq_path() {
+  for (const char* path : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"})
+    if (::access(path, X_OK) == 0) return path;
+  return nullptr;
+}
+
+// A UDP port nobody uses right now (bound, read, released): queries to it are refused.
+inline std::uint16_t free_udp_port() {
+  Blackhole released;
+  return released.port;
+}
+
+inline bool udp_port_bound(std::uint16_t port) {
+  std::ifstream table("/proc/net/udp");
+  std::string line;
+  std::getline(table, line);
+  char wanted[8];
+  std::snprintf(wanted, sizeof wanted, ":%04X", port);
+  while (std::getline(table, line)) {
+    std::istringstream fields(line);
+    std::string slot;
+    std::string local;
+    fields >> slot >> local;
+    if (local.size() > 5 && local.substr(local.size() - 5) == wanted) return true;
+  }
+  return false;
+}
+
+// dnsmasq in the foreground on 127.0.0.1:<ephemeral> with only the records it is given
+// (nothing from /etc/hosts or upstream; names under .test and the reverse zones that it
+// does not know are NXDOMAIN); stopped by PID in the destructor, also on failure.
+class Dnsmasq {
+ public:
+  explicit Dnsmasq(std::vector<std::string> records) : records_(std::move(records)) {
+    char pattern[] = "/tmp/mxgate-dnsmasq-XXXXXX";
+    directory_ = ::mkdtemp(pattern);
+    for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) start();
+  }
+  ~Dnsmasq() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(directory_, ignored);
+  }
+  bool running() const { return pid_ > 0; }
+  std::uint16_t port() const { return port_; }
+  std::string log() const {
+    std::ifstream file(directory_ + "/dnsmasq.log");
+    std::stringstream text;
+    text << file.rdbuf();
+    return text.str();
+  }
+
+ private:
+  void start() {
+    port_ = free_udp_port();
+    std::vector<std::string> arguments{dnsmasq_path(),
+                                       "--no-daemon",
+                                       "--no-resolv",
+                                       "--no-hosts",
+                                       "--conf-file=/dev/null",
+                                       "--pid-file=",
+                                       "--port=" + std::to_string(port_),
+                                       "--listen-address=127.0.0.1",
+                                       "--bind-interfaces",
+                                       "--local=/test/",
+                                       "--local=/in-addr.arpa/",
+                                       "--local=/ip6.arpa/"};
+    arguments.insert(arguments.end(), records_.begin(), records_.end());
+    std::vector<char*> argv;
+    for (auto& argument : arguments) argv.push_back(argument.data());
+    argv.push_back(nullptr);
+    const std::string log = directory_ + "/dnsmasq.log";
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid = -1;
+    const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (spawned != 0) return;
+    // Ready when its UDP socket is bound; gone when the port was taken meanwhile.
+    for (int wait = 0; wait < 100; ++wait) {
+      if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
+      if (udp_port_bound(port_)) {
+        pid_ = pid;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::kill(pid, SIGTERM);
+    ::waitpid(pid, nullptr, 0);
+  }
+
+  std::vector<std::string> records_;
+  std::string directory_;
+  std::uint16_t port_ = 0;
+  pid_t pid_ = -1;
+};
+
+}  // namespace mxgate::filters::testing
