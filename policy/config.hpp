@@ -60,6 +60,13 @@ struct BackendConfig {
   enum class Tls { none, opportunistic, required } starttls = Tls::none;
   bool tls_verify = false;
   std::string tls_ca_file;
+  // A client whose message the backend accepted within early_connect_window gets its
+  // backend connection opened at MAIL, so connect, greeting, XCLIENT and EHLO overlap
+  // its next commands. Other clients' connections open at their first accepted RCPT:
+  // a botnet never reaches the backend. At most early_connect_clients are remembered.
+  bool early_connect = true;
+  Duration early_connect_window = std::chrono::minutes(10);
+  std::size_t early_connect_clients = 100000;
 };
 
 struct TlsConfig {

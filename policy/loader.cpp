@@ -138,6 +138,9 @@ void parse_backend(Context& context, const YAML::Node& node, BackendConfig& back
   fields.read_enum("starttls", backend.starttls, kStartTlsModes);
   fields.read_bool("tls_verify", backend.tls_verify);
   fields.read_string("tls_ca_file", backend.tls_ca_file);
+  fields.read_bool("early_connect", backend.early_connect);
+  fields.read_duration("early_connect_window", backend.early_connect_window, 1s, 24h);
+  fields.read_integer("early_connect_clients", backend.early_connect_clients, 1, 10000000);
   if (backend.tls_verify && backend.starttls == BackendConfig::Tls::none) {
     fields.error("tls_verify", "tls_verify needs starttls: opportunistic or required");
   }

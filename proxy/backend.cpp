@@ -71,6 +71,24 @@ void Backend::abort() {
   data_sent_ = false;
 }
 
+bool Backend::alive() {
+  if (!open_ || !stream_) return false;
+  if (stream_->has_buffered()) {
+    abort();
+    return false;
+  }
+  if (stream_->tls_active()) return true;   // TLS records may arrive unasked: not judged
+  char byte;
+  boost::system::error_code error;
+  stream_->socket().non_blocking(true, error);   // a blocking peek would wait for the backend
+  if (!error)
+    stream_->socket().receive(asio::buffer(&byte, 1), asio::socket_base::message_peek, error);
+  if (error == asio::error::would_block || error == asio::error::try_again) return true;
+  spdlog::debug("backend {}: connection closed or spoke unasked while idle", config_.address.to_string());
+  abort();
+  return false;
+}
+
 bool Backend::offers(std::string_view extension) const {
   // Asked several times per message (SIZE, DSN, PIPELINING, CHUNKING...): no allocation.
   // The EHLO lines were lower-cased once, when they arrived.

@@ -36,6 +36,10 @@ class Backend {
   // On failure returns the reply the client should see (4xx) and is_open() is false.
   boost::asio::awaitable<smtp::Reply> open(const ClientIdentity& client);
   bool is_open() const { return open_; }
+  // Between transactions: false (and closed) when the backend has hung up or said
+  // something unasked, such as Postfix's 421 after smtpd_timeout on a connection opened
+  // early or kept from an earlier message. One non-blocking peek, no round trip.
+  bool alive();
   bool xclient_used() const { return xclient_used_; }
 
   // One command, one reply. A transport failure or timeout yields a 4xx reply

@@ -18,6 +18,7 @@
 #include "policy/cidr.hpp"
 #include "policy/config.hpp"
 #include "proxy/event_log.hpp"
+#include "proxy/recent_senders.hpp"
 #include "proxy/smtp/address.hpp"
 #include "proxy/smtp/data_reader.hpp"
 
@@ -60,6 +61,7 @@ struct SharedState {
   std::atomic<std::uint64_t> bytes_in_flight{0};
   std::atomic<bool> shutting_down{false};
   std::unique_ptr<EventLog> event_log;
+  RecentSenders recent_senders;   // backend.early_connect
   // Live sessions, so a shutdown deadline can 421 the rest.
   std::mutex sessions_mutex;
   std::vector<std::weak_ptr<Session>> sessions;

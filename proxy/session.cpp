@@ -300,6 +300,7 @@ awaitable<void> Session::run() {
   // may talk to Redis), so neither adds to what the client waits for.
   co_await stream_.flush(std::chrono::seconds(5));
   stream_.close();
+  co_await settle_backend_open();
   if (backend_) co_await backend_->quit();
   if (pipeline_) {
     try {
@@ -568,6 +569,7 @@ awaitable<Session::Flow> Session::on_mail(std::string_view argument) {
     }
   }
   reply(replies::sender_ok());
+  start_early_backend_open();
   co_return Flow::next;
 }
 
@@ -629,26 +631,68 @@ std::string Session::backend_rcpt_command(const smtp::PathResult& rcpt) const {
   return command;
 }
 
+awaitable<bool> Session::open_backend(Reply& failure) {
+  co_await settle_client_name();
+  backend_ = std::make_unique<Backend>(stream_.executor(), config_.backend, config_.hostname,
+                                       generation_->tls_client.get());
+  ClientIdentity identity{context_.client_ip, context_.client_is_ipv6, context_.client_port,
+                          context_.client_name, context_.helo, context_.esmtp};
+  identity.name_tempfail = context_.client_name_status == filters::ClientNameStatus::tempfail;
+  Reply opened = co_await backend_->open(identity);
+  bool open = backend_->is_open();
+  if (!open) {
+    failure = opened;
+    backend_.reset();
+  }
+  co_return open;
+}
+
+void Session::start_early_backend_open() {
+  const auto& backend = config_.backend;
+  if (!backend.early_connect || backend_ || backend_opening_ ||
+      !shared_.recent_senders.contains(context_.client_ip, backend.early_connect_window))
+    return;
+  backend_opening_ = std::make_unique<filters::Completion>(stream_.executor());
+  asio::co_spawn(stream_.executor(), open_backend_early(shared_from_this()), asio::detached);
+}
+
+awaitable<void> Session::open_backend_early(std::shared_ptr<Session> self) {
+  // `self` keeps the session (and so backend_) alive until the open is done.
+  Reply failure;
+  bool opened = false;
+  try {
+    opened = co_await self->open_backend(failure);
+  } catch (const std::exception& error) {
+    spdlog::error("{} early backend open: {}", self->context_.session_id, error.what());
+    self->backend_.reset();
+    failure = smtp::replies::backend_unavailable();
+  }
+  if (!opened) self->early_open_failure_ = failure;
+  self->backend_opening_->set();
+}
+
+awaitable<void> Session::settle_backend_open() {
+  if (backend_opening_) {
+    co_await backend_opening_->wait();
+    backend_opening_.reset();
+  }
+}
+
 awaitable<bool> Session::ensure_backend_transaction(Reply& failure, const smtp::PathResult* rcpt,
                                                     std::optional<Reply>* rcpt_reply) {
+  bool early = backend_opening_ != nullptr;
+  co_await settle_backend_open();
+  if (early && !backend_) {
+    // The early open failed: its reply, rather than a second wait for a dead backend.
+    failure = early_open_failure_;
+    co_return false;
+  }
+  if (backend_ && !backend_transaction_ && !backend_->alive()) backend_.reset();
   if (backend_ && !backend_->is_open()) {
     backend_.reset();
     backend_transaction_ = false;
   }
-  if (!backend_) {
-    co_await settle_client_name();
-    backend_ = std::make_unique<Backend>(stream_.executor(), config_.backend, config_.hostname,
-                                         generation_->tls_client.get());
-    ClientIdentity identity{context_.client_ip, context_.client_is_ipv6, context_.client_port,
-                            context_.client_name, context_.helo, context_.esmtp};
-    identity.name_tempfail = context_.client_name_status == filters::ClientNameStatus::tempfail;
-    Reply opened = co_await backend_->open(identity);
-    if (!backend_->is_open()) {
-      failure = opened;
-      backend_.reset();
-      co_return false;
-    }
-  }
+  if (!backend_ && !co_await open_backend(failure)) co_return false;
   if (backend_transaction_) co_return true;
   std::string command = "MAIL FROM:" + forwarded_path(sender_);
   const auto& parameters = mail_parameters_;
@@ -899,6 +943,8 @@ awaitable<Session::Flow> Session::finish_message(smtp::DataProblem problem) {
   if (backend_reply.positive()) {
     // Invariant 1: the client's 250 is the backend's own reply to this message.
     ++context_.messages_accepted;
+    shared_.recent_senders.note(context_.client_ip, config_.backend.early_connect_window,
+                                config_.backend.early_connect_clients);
     session_metrics().accepted.inc();
     std::string queue_id = queue_id_of(backend_reply);
     queue_ids_.push_back(queue_id);

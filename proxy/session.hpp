@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "filters/completion.hpp"
 #include "filters/pipeline.hpp"
 #include "filters/reverse_dns.hpp"
 #include "proxy/backend.hpp"
@@ -71,6 +72,14 @@ class Session : public std::enable_shared_from_this<Session> {
   boost::asio::awaitable<bool> ensure_backend_transaction(smtp::Reply& failure,
                                                           const smtp::PathResult* rcpt = nullptr,
                                                           std::optional<smtp::Reply>* rcpt_reply = nullptr);
+  // backend_ made and opened (XCLIENT with the settled client name); false with the
+  // client's 4xx in `failure` and backend_ reset.
+  boost::asio::awaitable<bool> open_backend(smtp::Reply& failure);
+  // backend.early_connect: at MAIL, for a client the backend accepted mail from lately,
+  // open_backend() runs beside the session; the first RCPT (or the end) waits for it.
+  void start_early_backend_open();
+  static boost::asio::awaitable<void> open_backend_early(std::shared_ptr<Session> self);
+  boost::asio::awaitable<void> settle_backend_open();
   // "RCPT TO:<path>", with the client's DSN parameters when the backend offers DSN.
   std::string backend_rcpt_command(const smtp::PathResult& rcpt) const;
   boost::asio::awaitable<void> reset_transaction();
@@ -100,6 +109,9 @@ class Session : public std::enable_shared_from_this<Session> {
   SmtpStream stream_;
   std::unique_ptr<filters::PipelineSession> pipeline_;
   std::unique_ptr<Backend> backend_;
+  // Set while an early open runs: backend_ must not be used or reset until it is done.
+  std::unique_ptr<filters::Completion> backend_opening_;
+  smtp::Reply early_open_failure_;   // why the early open failed (backend_ is null then)
   filters::SessionContext context_;
   std::shared_ptr<filters::ReverseDnsLookup> client_name_lookup_;
 

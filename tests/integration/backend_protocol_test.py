@@ -35,6 +35,7 @@ class Connection:
         self.data_before_body = False
         self.closed_in_data = False
         self.closed = threading.Event()
+        self.sock = None
 
 
 class ScriptedBackend:
@@ -64,6 +65,14 @@ class ScriptedBackend:
         self.listener.close()
         self.thread.join(5)
 
+    def hang_up(self, record, last_words=b""):
+        """Says `last_words` unasked and closes the connection (Postfix's smtpd_timeout)."""
+        try:
+            record.sock.sendall(last_words)
+            record.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _accept(self):
         while not self.stopping:
             try:
@@ -75,6 +84,7 @@ class ScriptedBackend:
             threading.Thread(target=self._serve, args=(sock, record), daemon=True).start()
 
     def _serve(self, sock, record):
+        record.sock = sock
         buffer = bytearray()
 
         def fill(timeout):

@@ -237,6 +237,10 @@ const BrokenConfig kBrokenConfigs[] = {
     {"TempfailTtlNegative", "dns:\n  tempfail_ttl: -1s\n",
      "test.yaml:2:17: dns.tempfail_ttl: invalid duration '-1s' (examples: 250ms, 30s, 5m, "
      "1h30m, 1d)"},
+    {"EarlyConnectWindowZero", "backend:\n  early_connect_window: 0s\n",
+     "test.yaml:2:25: backend.early_connect_window: 0s is out of range 1s..1d"},
+    {"EarlyConnectClientsZero", "backend:\n  early_connect_clients: 0\n",
+     "test.yaml:2:26: backend.early_connect_clients: 0 is out of range 1..10000000"},
     {"BannerInjection", "smtp: { banner: \"ESMTP\\r\\n250 fake\" }\n",
      "test.yaml:1:17: smtp.banner: must not contain line breaks or control characters"},
     {"EmptyAccessValues", "access:\n  - { name: a, kind: helo, values: [], action: reject }\n",
