@@ -82,11 +82,14 @@ def main():
                 timed_steps(port, message)
             rows = [timed_steps(port, message) for _ in range(args.transactions)]
             medians = [statistics.median(row[i] for row in rows) * 1e6 for i in range(len(STEPS))]
+            tails = [sorted(row[i] for row in rows)[int(len(rows) * 0.99)] * 1e6
+                     for i in range(len(STEPS))]
             totals = sorted(sum(row) for row in rows)
             p99 = totals[min(len(totals) - 1, int(len(totals) * 0.99))]
             print(f"{config:9s} " + " ".join(f"{m:6.0f}" for m in medians) +
                   f"   total p50 {statistics.median(totals) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms",
                   flush=True)
+            print(f"{'  p99':9s} " + " ".join(f"{m:6.0f}" for m in tails), flush=True)
     finally:
         env.cleanup()
 

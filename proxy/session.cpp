@@ -657,7 +657,9 @@ void Session::start_early_backend_open() {
 }
 
 awaitable<void> Session::open_backend_early(std::shared_ptr<Session> self) {
-  // `self` keeps the session (and so backend_) alive until the open is done.
+  // `self` keeps the session (and so backend_) alive until the open is done. The
+  // connect waits for the session's next write, so the 250 to MAIL goes out first.
+  co_await asio::post(self->stream_.executor(), asio::use_awaitable);
   Reply failure;
   bool opened = false;
   try {
