@@ -77,12 +77,11 @@ bool Backend::alive() {
     abort();
     return false;
   }
-  if (stream_->tls_active()) return true;   // TLS records may arrive unasked: not judged
+  // TLS records may arrive unasked, and a blocking peek would wait: neither is judged.
+  if (stream_->tls_active() || !stream_->ensure_non_blocking()) return true;
   char byte;
   boost::system::error_code error;
-  stream_->socket().non_blocking(true, error);   // a blocking peek would wait for the backend
-  if (!error)
-    stream_->socket().receive(asio::buffer(&byte, 1), asio::socket_base::message_peek, error);
+  stream_->socket().receive(asio::buffer(&byte, 1), asio::socket_base::message_peek, error);
   if (error == asio::error::would_block || error == asio::error::try_again) return true;
   spdlog::debug("backend {}: connection closed or spoke unasked while idle", config_.address.to_string());
   abort();
@@ -164,8 +163,18 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
         stream_->socket().cancel(ignored);
       }
     });
-    auto [connect_error, endpoint] =
-        co_await asio::async_connect(stream_->socket(), endpoints, use_tuple);
+    boost::system::error_code connect_error;
+    if (endpoints.size() == 1) {
+      // One address (the usual numeric one): the socket is opened and made non-blocking
+      // here, which spares Asio's own FIONBIO; the range connect would reopen it.
+      stream_->socket().open(endpoints.front().protocol(), connect_error);
+      if (!connect_error) stream_->ensure_non_blocking();
+      if (!connect_error)
+        std::tie(connect_error) = co_await stream_->socket().async_connect(endpoints.front(), use_tuple);
+    } else {
+      std::tie(connect_error, std::ignore) =
+          co_await asio::async_connect(stream_->socket(), endpoints, use_tuple);
+    }
     timer.cancel();
     if (connect_error) {
       co_return fail(timed_out ? std::string("connect timeout")

@@ -23,7 +23,20 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 }  // namespace
 
 SmtpStream::SmtpStream(asio::ip::tcp::socket socket)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), alive_(std::make_shared<bool>(true)) {}
+    : socket_(std::move(socket)), timer_(socket_.get_executor()), alive_(std::make_shared<bool>(true)) {
+  if (socket_.is_open()) ensure_non_blocking();
+}
+
+bool SmtpStream::ensure_non_blocking() {
+  // Set once, before Asio's first operation: Asio then skips its own FIONBIO, and the
+  // synchronous reads and peeks below never block.
+  if (!non_blocking_) {
+    boost::system::error_code error;
+    socket_.non_blocking(true, error);
+    non_blocking_ = !error;
+  }
+  return non_blocking_;
+}
 
 SmtpStream::~SmtpStream() {
   *alive_ = false;
@@ -96,10 +109,7 @@ awaitable<std::size_t> SmtpStream::read_some(std::chrono::milliseconds timeout) 
     input_.resize(old_size + count);
     co_return error ? 0 : count;
   }
-  if (!non_blocking_) {
-    socket_.non_blocking(true, error);
-    non_blocking_ = !error;
-  }
+  if (!ensure_non_blocking()) error = asio::error::operation_not_supported;
   // Bytes already queued (pipelined commands, DATA streaming) are read at once; else
   // wait for readability and read synchronously, which saves the scheduler round a
   // completed async read costs before its handler runs.

@@ -69,6 +69,9 @@ class SmtpStream {
   bool tls_active() const { return tls_ != nullptr; }
   std::string tls_description() const;   // "TLSv1.3 TLS_AES_256_GCM_SHA384"
 
+  // Puts the socket in non-blocking mode once (reads do it themselves); false on failure.
+  bool ensure_non_blocking();
+
   bool timed_out() const { return timed_out_; }
   // After a deliberate wait that timed out (the greet pause), reads work again.
   void clear_timeout() { timed_out_ = false; }
