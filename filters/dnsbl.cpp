@@ -356,6 +356,13 @@ class DnsblInstance final : public FilterInstance {
     co_return Verdict::next();
   }
 
+  // The first RCPT only waits for lookups still in flight.
+  bool ready(Stage stage) const override {
+    return stage == Stage::rcpt &&
+           std::all_of(lookups_.begin(), lookups_.end(),
+                       [](const auto& lookup) { return lookup->reported || lookup->completion.done(); });
+  }
+
   void reset_transaction() override {
     std::erase_if(lookups_, [](const auto& lookup) { return lookup->origin == Stage::mail; });
   }

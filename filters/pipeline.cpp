@@ -309,7 +309,7 @@ asio::awaitable<Verdict> PipelineSession::call_filter(std::size_t index, Stage s
   const auto timeout = pipeline_.filter_timeout_;
   std::string failure;
   const char* reason = "exception";
-  if (timeout.count() <= 0 || !filter.may_wait(stage)) {
+  if (timeout.count() <= 0 || !filter.may_wait(stage) || instances_[index]->ready(stage)) {
     Attempt attempt = co_await guarded(*instances_[index], stage, context);
     if (attempt.verdict) co_return std::move(*attempt.verdict);
     failure = std::move(attempt.error);

@@ -58,6 +58,10 @@ class FilterInstance {
   virtual boost::asio::awaitable<Verdict> on_stage(Stage stage, const SessionContext& context) = 0;
   // The transaction ended (RSET, end of data): forget per-message state.
   virtual void reset_transaction() {}
+  // True when on_stage(stage) would not wait now: the background work it reports has
+  // finished. The pipeline then calls it without the deadline's timer and parallel
+  // group (their CPU and scheduler rounds); false is always safe.
+  virtual bool ready(Stage) const { return false; }
 };
 
 // Built from config, immutable, shared by all threads.

@@ -190,6 +190,14 @@ class ReputationInstance final : public FilterInstance {
   ReputationInstance(const ReputationFilter& filter, Services& services)
       : filter_(filter), executor_(services.executor), store_(services.store) {}
 
+  // RCPT waits only for a read still in flight (or one it would have to start).
+  bool ready(Stage stage) const override {
+    return stage == Stage::rcpt &&
+           (!store_ || std::all_of(groups_.begin(), groups_.end(), [](const Group& group) {
+              return group.read && group.read->completion.done();
+            }));
+  }
+
   void reset_transaction() override {
     transaction_sum_ = 0;
     transaction_reported_ = 0;

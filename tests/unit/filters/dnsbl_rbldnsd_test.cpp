@@ -256,6 +256,23 @@ TEST_F(DnsblRbldnsdTest, ListedClientIsRejectedAtRcptNamingTheListNotItsKey) {
   EXPECT_EQ(run_until_done(io, session->run(Stage::rcpt, context)).action, Action::reject);
 }
 
+// ready(rcpt) tells the pipeline whether the first RCPT would wait for an answer.
+TEST_F(DnsblRbldnsdTest, ReadyOnceEveryAnswerIsIn) {
+  rules({keyed_bl(1, policy::RuleAction::reject)});
+  auto instance = dnsbl->open(services);
+  SessionContext context = client("192.0.2.1");
+  run_until_done(io, instance->on_stage(Stage::connect, context));
+  EXPECT_FALSE(instance->ready(Stage::rcpt));  // asked, not answered
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (!instance->ready(Stage::rcpt) && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(5ms);
+  }
+  EXPECT_TRUE(instance->ready(Stage::rcpt));
+  EXPECT_FALSE(instance->ready(Stage::connect));
+  EXPECT_EQ(run_until_done(io, instance->on_stage(Stage::rcpt, context)).kind, Verdict::Kind::reject);
+}
+
 TEST_F(DnsblRbldnsdTest, UnlistedClientProceeds) {
   rules({keyed_bl(8, policy::RuleAction::reject), list("bl2.test", 8)});
   Decision decision = at_rcpt(client("192.0.2.200"));

@@ -309,12 +309,15 @@ TEST_F(PipelineTest, SlowFilterMissesItsDeadlineAndIsAllowed) {
 // A filter that never waits (content, access, helo) is called without a deadline timer:
 // a timer could not interrupt its computation anyway, and it cost a timer and a parallel
 // group per call. Its verdict always lands; a throw still follows on_error.
+// `ready`: a filter that may wait in general but says its background work is done
+// (FilterInstance::ready) is called the same way, without the deadline.
 class ComputingFilter final : public Filter {
  public:
-  ComputingFilter(std::chrono::milliseconds work, bool throws) : work_(work), throws_(throws) {}
+  ComputingFilter(std::chrono::milliseconds work, bool throws, bool ready = false)
+      : work_(work), throws_(throws), ready_(ready) {}
   const std::string& name() const override { return name_; }
   bool wants(Stage stage) const override { return stage == Stage::rcpt; }
-  bool may_wait(Stage) const override { return false; }
+  bool may_wait(Stage) const override { return ready_; }
   std::unique_ptr<FilterInstance> open(Services&) const override {
     return std::make_unique<Instance>(*this);
   }
@@ -323,6 +326,7 @@ class ComputingFilter final : public Filter {
   class Instance final : public FilterInstance {
    public:
     explicit Instance(const ComputingFilter& filter) : filter_(filter) {}
+    bool ready(Stage) const override { return filter_.ready_; }
     boost::asio::awaitable<Verdict> on_stage(Stage, const SessionContext&) override {
       std::this_thread::sleep_for(filter_.work_);  // stands for a long synchronous scan
       if (filter_.throws_) throw std::runtime_error("computation failed");
@@ -335,10 +339,20 @@ class ComputingFilter final : public Filter {
   std::string name_ = "computing";
   std::chrono::milliseconds work_;
   bool throws_;
+  bool ready_;
 };
 
 TEST_F(PipelineTest, NonWaitingFilterVerdictLandsPastTheDeadline) {
   start(filters_of(std::make_unique<ComputingFilter>(std::chrono::milliseconds(150), false)),
+        std::chrono::milliseconds(50));
+  Decision decision = run(Stage::rcpt);
+  EXPECT_EQ(decision.total_score, 2);
+  ASSERT_EQ(decision.contributions.size(), 1u);
+  EXPECT_EQ(decision.contributions[0].rule, "computed");
+}
+
+TEST_F(PipelineTest, ReadyInstanceIsCalledWithoutTheDeadline) {
+  start(filters_of(std::make_unique<ComputingFilter>(std::chrono::milliseconds(150), false, true)),
         std::chrono::milliseconds(50));
   Decision decision = run(Stage::rcpt);
   EXPECT_EQ(decision.total_score, 2);

@@ -236,6 +236,27 @@ TEST_F(ReputationBackgroundTest, StagesDoNotWaitAndTheFirstRcptScoresAsTheyDid) 
   EXPECT_EQ(gated_->calls(), 2);
 }
 
+// ready(rcpt) tells the pipeline whether the first RCPT would wait for the read.
+TEST_F(ReputationBackgroundTest, ReadyOnceTheReadIsIn) {
+  ReputationFilter filter(options_);
+  auto instance = filter.open(services_);
+  const SessionContext context = session("192.0.2.7");
+  run_until_done(io_, instance->on_stage(Stage::connect, context));
+  EXPECT_FALSE(instance->ready(Stage::rcpt));  // the read is not even started
+  for (Stage stage : {Stage::helo, Stage::mail}) run_until_done(io_, instance->on_stage(stage, context));
+  io_.restart();
+  io_.poll();
+  EXPECT_EQ(gated_->waiting(), 1);
+  EXPECT_FALSE(instance->ready(Stage::rcpt));  // in flight
+  gated_->open();
+  io_.restart();
+  io_.poll();
+  EXPECT_EQ(gated_->waiting(), 0);
+  EXPECT_TRUE(instance->ready(Stage::rcpt));
+  EXPECT_FALSE(instance->ready(Stage::close));  // the update always goes to the store
+  EXPECT_EQ(run_until_done(io_, instance->on_stage(Stage::rcpt, context)).contributions.size(), 3u);
+}
+
 TEST_F(ReputationBackgroundTest, ASessionEndingBeforeRcptLeavesNothingBehind) {
   ReputationFilter filter(options_);
   {
