@@ -176,6 +176,14 @@ void Session::start_client_name_lookup() {
 
 awaitable<void> Session::settle_client_name() {
   if (client_name_lookup_ && !client_name_lookup_->done()) co_await client_name_lookup_->wait();
+  if (client_name_lookup_ && client_name_lookup_->done()) {
+    // A cache hit is done at once but reports through a posted callback: take the result
+    // here too, so nothing depends on that callback having run first.
+    const filters::ReverseDnsResult& result = client_name_lookup_->result();
+    context_.client_name = result.name;
+    context_.client_ptr = result.ptr;
+    context_.client_name_status = result.status;
+  }
 }
 
 json::object Session::session_fields() const {
