@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -20,10 +21,22 @@
 #include <vector>
 
 #include "dns_blackhole.hpp"
+#include "filters/dns_resolver.hpp"
 
 extern char** environ;
 
 namespace mxgate::filters::testing {
+
+// A resolver asking only 127.0.0.1:port (a Dnsmasq or a DnsBlackhole).
+inline std::shared_ptr<DnsResolver> loopback_resolver(const boost::asio::any_io_executor& executor,
+                                                      std::uint16_t port,
+                                                      std::chrono::milliseconds timeout, int retries) {
+  DnsResolverOptions options;
+  options.servers = {"127.0.0.1:" + std::to_string(port)};
+  options.timeout = timeout;
+  options.retries = retries;
+  return DnsResolver::create(executor, options);
+}
 
 inline const char* dnsmasq_path() {
   for (const char* path : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"})

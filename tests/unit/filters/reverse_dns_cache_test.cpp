@@ -73,11 +73,7 @@ class ReverseDnsCacheTest : public ::testing::Test {
   }
 
   void use_server(std::uint16_t port, std::chrono::milliseconds timeout = 2000ms) {
-    DnsResolverOptions options;
-    options.servers = {"127.0.0.1:" + std::to_string(port)};
-    options.timeout = timeout;
-    options.retries = 0;
-    resolver = DnsResolver::create(io.get_executor(), options);
+    resolver = testing::loopback_resolver(io.get_executor(), port, timeout, 0);
   }
 
   Outcome lookup(const std::shared_ptr<ClientNameCache>& cache, const std::string& address,

@@ -67,11 +67,7 @@ class ReverseDnsTest : public ::testing::Test {
   }
 
   void use_server(std::uint16_t port, std::chrono::milliseconds timeout = 2000ms) {
-    DnsResolverOptions options;
-    options.servers = {"127.0.0.1:" + std::to_string(port)};
-    options.timeout = timeout;
-    options.retries = 1;
-    resolver = DnsResolver::create(io.get_executor(), options);
+    resolver = testing::loopback_resolver(io.get_executor(), port, timeout, 1);
   }
 
   DnsAnswer query(std::string name, bool aaaa = false) {
