@@ -52,6 +52,9 @@ struct SessionMetrics {
       "mxgate_session_duration_seconds", "Client session duration");
   metrics::Histogram& backend_seconds = metrics::Registry::global().histogram(
       "mxgate_backend_data_seconds", "Time for the backend to answer the end of data");
+  metrics::Counter& early_connects = metrics::Registry::global().counter(
+      "mxgate_backend_early_connects_total",
+      "Backend connections opened at MAIL for a recent sender (backend.early_connect)");
 };
 
 SessionMetrics& session_metrics() {
@@ -661,6 +664,7 @@ void Session::start_early_backend_open() {
       !shared_.recent_senders.contains(context_.client_ip, backend.early_connect_window))
     return;
   backend_opening_ = std::make_unique<filters::Completion>(stream_.executor());
+  session_metrics().early_connects.inc();
   asio::co_spawn(stream_.executor(), open_backend_early(shared_from_this()), asio::detached);
 }
 

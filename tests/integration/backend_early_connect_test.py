@@ -84,6 +84,17 @@ class EarlyConnectTest(harness.IntegrationTest):
         time.sleep(SETTLE)
         self.assertEqual(len(backend.connections), 2, "an unknown client reached the backend at MAIL")
 
+    def test_early_connects_are_counted(self):
+        backend = self.start_backend()
+        metrics_port = harness.free_port()
+        mx = self.start_mxgate(backend_port=backend.port,
+                               config={"metrics": {"listen": f"{HOST}:{metrics_port}"}})
+        early_connects = lambda: harness.metric_value(metrics_port, "mxgate_backend_early_connects_total")
+        self.deliver(mx, "127.0.0.1", "makes the client known")
+        self.assertEqual(early_connects(), 0)
+        self.deliver(mx, "127.0.0.1", "connected early")
+        self.assertEqual(early_connects(), 1)
+
     def test_a_session_without_recipients_closes_its_early_connection(self):
         backend = self.start_backend()
         mx = self.start_mxgate(backend_port=backend.port)
