@@ -167,9 +167,7 @@ void Session::start_client_name_lookup() {
       [weak](const filters::ReverseDnsResult& result) {
         std::shared_ptr<Session> self = weak.lock();
         if (!self) return;
-        self->context_.client_name = result.name;
-        self->context_.client_ptr = result.ptr;
-        self->context_.client_name_status = result.status;
+        self->take_client_name(result);
         if (result.status != filters::ClientNameStatus::verified)
           spdlog::debug("{} {}: client name {}: {}", self->context_.session_id,
                         self->client_label(), filters::client_name_status_name(result.status),
@@ -179,14 +177,15 @@ void Session::start_client_name_lookup() {
 
 awaitable<void> Session::settle_client_name() {
   if (client_name_lookup_ && !client_name_lookup_->done()) co_await client_name_lookup_->wait();
-  if (client_name_lookup_ && client_name_lookup_->done()) {
-    // A cache hit is done at once but reports through a posted callback: take the result
-    // here too, so nothing depends on that callback having run first.
-    const filters::ReverseDnsResult& result = client_name_lookup_->result();
-    context_.client_name = result.name;
-    context_.client_ptr = result.ptr;
-    context_.client_name_status = result.status;
-  }
+  // A cache hit is done at once but reports through a posted callback: take the result
+  // here too, so nothing depends on that callback having run first.
+  if (client_name_lookup_ && client_name_lookup_->done()) take_client_name(client_name_lookup_->result());
+}
+
+void Session::take_client_name(const filters::ReverseDnsResult& result) {
+  context_.client_name = result.name;
+  context_.client_ptr = result.ptr;
+  context_.client_name_status = result.status;
 }
 
 json::object Session::session_fields() const {
@@ -701,8 +700,8 @@ awaitable<bool> Session::ensure_backend_transaction(Reply& failure, const smtp::
     failure = early_open_failure_;
     co_return false;
   }
-  if (backend_ && !backend_transaction_ && !backend_->alive()) backend_.reset();
-  if (backend_ && !backend_->is_open()) {
+  // Between transactions a kept connection must still be there (Backend::alive).
+  if (backend_ && (!backend_->is_open() || (!backend_transaction_ && !backend_->alive()))) {
     backend_.reset();
     backend_transaction_ = false;
   }

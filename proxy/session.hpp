@@ -100,6 +100,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // settled, within dns.timeout, before the first RCPT verdict and before XCLIENT.
   void start_client_name_lookup();
   boost::asio::awaitable<void> settle_client_name();
+  void take_client_name(const filters::ReverseDnsResult& result);
   void release_in_flight();
 
   std::shared_ptr<const Generation> generation_;
