@@ -163,18 +163,8 @@ awaitable<Reply> Backend::open(const ClientIdentity& client) {
         stream_->socket().cancel(ignored);
       }
     });
-    boost::system::error_code connect_error;
-    if (endpoints.size() == 1) {
-      // One address (the usual numeric one): the socket is opened and made non-blocking
-      // here, which spares Asio's own FIONBIO; the range connect would reopen it.
-      stream_->socket().open(endpoints.front().protocol(), connect_error);
-      if (!connect_error) stream_->ensure_non_blocking();
-      if (!connect_error)
-        std::tie(connect_error) = co_await stream_->socket().async_connect(endpoints.front(), use_tuple);
-    } else {
-      std::tie(connect_error, std::ignore) =
-          co_await asio::async_connect(stream_->socket(), endpoints, use_tuple);
-    }
+    auto [connect_error, endpoint] =
+        co_await asio::async_connect(stream_->socket(), endpoints, use_tuple);
     timer.cancel();
     if (connect_error) {
       co_return fail(timed_out ? std::string("connect timeout")
