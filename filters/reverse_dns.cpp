@@ -363,13 +363,6 @@ ReverseDnsLookup::ReverseDnsLookup(const asio::any_io_executor& executor) : sign
 }
 
 std::shared_ptr<ReverseDnsLookup> ReverseDnsLookup::start(std::shared_ptr<DnsResolver> resolver,
-                                                          std::string address,
-                                                          std::chrono::milliseconds timeout,
-                                                          Callback on_done) {
-  return start(std::move(resolver), nullptr, std::move(address), timeout, std::move(on_done));
-}
-
-std::shared_ptr<ReverseDnsLookup> ReverseDnsLookup::start(std::shared_ptr<DnsResolver> resolver,
                                                           std::shared_ptr<ClientNameCache> cache,
                                                           std::string address,
                                                           std::chrono::milliseconds timeout,

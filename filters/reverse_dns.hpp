@@ -54,17 +54,12 @@ class ReverseDnsLookup : public std::enable_shared_from_this<ReverseDnsLookup> {
  public:
   using Callback = std::function<void(const ReverseDnsResult&)>;
   // Spawned on the resolver's executor; `on_done` runs there once, with the result, and
-  // never from inside start(). With a `cache`, it is asked first: on a hit the lookup is
+  // never from inside start(). With a `cache` (null: always ask DNS), it is asked first: on a hit the lookup is
   // done() with its result() when start() returns, and `on_done` is posted to the
   // resolver's executor (on a one-thread io_context it runs before the completion of any
   // I/O started afterwards); on a miss the lookup runs and its result is stored.
   static std::shared_ptr<ReverseDnsLookup> start(std::shared_ptr<DnsResolver> resolver,
                                                  std::shared_ptr<ClientNameCache> cache,
-                                                 std::string address,
-                                                 std::chrono::milliseconds timeout,
-                                                 Callback on_done);
-  // Without a cache: always asks DNS.
-  static std::shared_ptr<ReverseDnsLookup> start(std::shared_ptr<DnsResolver> resolver,
                                                  std::string address,
                                                  std::chrono::milliseconds timeout,
                                                  Callback on_done);

@@ -228,7 +228,7 @@ TEST_F(ReverseDnsTest, LookupRunsBesideTheCallerAndCallsBackOnce) {
   int calls = 0;
   ReverseDnsResult seen;
   auto lookup =
-      ReverseDnsLookup::start(resolver, "127.0.0.1", 2000ms, [&](const ReverseDnsResult& result) {
+      ReverseDnsLookup::start(resolver, nullptr, "127.0.0.1", 2000ms, [&](const ReverseDnsResult& result) {
         ++calls;
         seen = result;
       });
@@ -247,7 +247,7 @@ TEST_F(ReverseDnsTest, LookupOutlivesItsCaller) {
   use_server(silent.port, 300ms);
   bool called = false;
   std::weak_ptr<ReverseDnsLookup> weak = ReverseDnsLookup::start(
-      resolver, "127.0.0.1", 300ms, [&](const ReverseDnsResult&) { called = true; });
+      resolver, nullptr, "127.0.0.1", 300ms, [&](const ReverseDnsResult&) { called = true; });
   // The caller (a session) is gone; the lookup finishes on its own within its timeout.
   io.restart();
   io.run_for(600ms);
