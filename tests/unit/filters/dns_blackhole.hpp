@@ -29,4 +29,10 @@ struct Blackhole {
   std::uint16_t port;
 };
 
+// A UDP port nobody uses right now (bound, read, released): queries to it are refused.
+inline std::uint16_t free_udp_port() {
+  Blackhole released;
+  return released.port;
+}
+
 }  // namespace mxgate::filters::testing

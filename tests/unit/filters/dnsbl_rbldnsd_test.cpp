@@ -1,12 +1,7 @@
 // DNS lists against a real rbldnsd (what list mirrors run) on a loopback port: listings,
 // weights, DNSWL, error codes, RHSBL, IPv6, the cache, health probes and a dead resolver.
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,13 +14,12 @@
 #include <sstream>
 #include <thread>
 
+#include "child_process.hpp"
 #include "coroutine_support.hpp"
 #include "dns_blackhole.hpp"
 #include "filters/dns_resolver.hpp"
 #include "filters/dnsbl.hpp"
 #include "filters/metrics.hpp"
-
-extern char** environ;
 
 namespace mxgate::filters {
 namespace {
@@ -33,25 +27,15 @@ namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
 using Action = Decision::Action;
+using testing::free_udp_port;
 using testing::run_until_done;
+using testing::spawn_child;
+using testing::stop_child;
 
 const char* rbldnsd_path() {
   for (const char* path : {"/usr/sbin/rbldnsd", "/usr/bin/rbldnsd", "/usr/local/sbin/rbldnsd"})
     if (::access(path, X_OK) == 0) return path;
   return nullptr;
-}
-
-// A UDP port nobody uses right now (bound, read, released).
-std::uint16_t free_udp_port() {
-  int fd = ::socket(AF_INET, SOCK_DGRAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof address);
-  socklen_t length = sizeof address;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
-  ::close(fd);
-  return ntohs(address.sin_port);
 }
 
 // rbldnsd in the foreground on 127.0.0.1:<ephemeral>, serving files written to a temp
@@ -77,9 +61,7 @@ class Rbldnsd {
   bool running() const { return pid_ > 0; }
   std::uint16_t port() const { return port_; }
   void stop() {
-    if (pid_ <= 0) return;
-    ::kill(pid_, SIGTERM);
-    ::waitpid(pid_, nullptr, 0);
+    stop_child(pid_);
     pid_ = -1;
   }
 
@@ -92,17 +74,8 @@ class Rbldnsd {
         "-r",           directory_, "-t", "300"};
     if (::geteuid() == 0) arguments.insert(arguments.end(), {"-u", "nobody"});
     arguments.insert(arguments.end(), zones.begin(), zones.end());
-    std::vector<char*> argv;
-    for (auto& argument : arguments) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = -1;
-    const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (spawned != 0) return;
+    const pid_t pid = spawn_child(std::move(arguments), log);
+    if (pid <= 0) return;
     // Ready when it says "started"; gone when the port was taken meanwhile.
     for (int wait = 0; wait < 100; ++wait) {
       std::ifstream file(log);
@@ -115,8 +88,7 @@ class Rbldnsd {
       if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
       std::this_thread::sleep_for(50ms);
     }
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
+    stop_child(pid);
   }
 
   std::string directory_;

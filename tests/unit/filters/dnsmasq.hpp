@@ -2,9 +2,6 @@
 // test gives it, stopped by PID when the object dies (also when an assertion fails).
 #pragma once
 
-#include <fcntl.h>
-#include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,10 +17,9 @@
 #include <thread>
 #include <vector>
 
+#include "child_process.hpp"
 #include "dns_blackhole.hpp"
 #include "filters/dns_resolver.hpp"
-
-extern char** environ;
 
 namespace mxgate::filters::testing {
 
@@ -42,12 +38,6 @@ inline const char* dnsmasq_path() {
   for (const char* path : {"/usr/sbin/dnsmasq", "/usr/bin/dnsmasq", "/usr/local/sbin/dnsmasq"})
     if (::access(path, X_OK) == 0) return path;
   return nullptr;
-}
-
-// A UDP port nobody uses right now (bound, read, released): queries to it are refused.
-inline std::uint16_t free_udp_port() {
-  Blackhole released;
-  return released.port;
 }
 
 inline bool udp_port_bound(std::uint16_t port) {
@@ -77,10 +67,7 @@ class Dnsmasq {
     for (int attempt = 0; attempt < 5 && pid_ <= 0; ++attempt) start();
   }
   ~Dnsmasq() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      ::waitpid(pid_, nullptr, 0);
-    }
+    stop_child(pid_);
     std::error_code ignored;
     std::filesystem::remove_all(directory_, ignored);
   }
@@ -109,18 +96,8 @@ class Dnsmasq {
                                        "--local=/in-addr.arpa/",
                                        "--local=/ip6.arpa/"};
     arguments.insert(arguments.end(), records_.begin(), records_.end());
-    std::vector<char*> argv;
-    for (auto& argument : arguments) argv.push_back(argument.data());
-    argv.push_back(nullptr);
-    const std::string log = directory_ + "/dnsmasq.log";
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    pid_t pid = -1;
-    const int spawned = posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
-    if (spawned != 0) return;
+    const pid_t pid = spawn_child(std::move(arguments), directory_ + "/dnsmasq.log");
+    if (pid <= 0) return;
     // Ready when its UDP socket is bound; gone when the port was taken meanwhile.
     for (int wait = 0; wait < 100; ++wait) {
       if (::waitpid(pid, nullptr, WNOHANG) == pid) return;
@@ -130,8 +107,7 @@ class Dnsmasq {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ::kill(pid, SIGTERM);
-    ::waitpid(pid, nullptr, 0);
+    stop_child(pid);
   }
 
   std::vector<std::string> records_;
